@@ -1,0 +1,105 @@
+"""Lambda entry point: S3 notifications (via SQS, or invoked directly) → describe each object concurrently."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Any
+
+from aws_lambda_powertools import Logger, Metrics, Tracer
+from aws_lambda_powertools.metrics import MetricUnit
+from aws_lambda_powertools.utilities.batch import AsyncBatchProcessor, EventType, async_process_partial_response
+from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
+from aws_lambda_powertools.utilities.typing import LambdaContext
+
+from sightline.composition import Runtime, get_runtime
+from sightline.errors import SightlineError
+from sightline.events import ObjectEvent, parse_queue_message_body, parse_s3_notification
+from sightline.pipeline import Outcome
+
+logger = Logger()
+tracer = Tracer()
+metrics = Metrics()
+
+# Stop starting model calls this long before the function's timeout, so no item is cut off mid-write.
+SAFETY_MARGIN_SECONDS = 10.0
+
+
+def _deadline(context: LambdaContext) -> float:
+    return time.monotonic() + context.get_remaining_time_in_millis() / 1000 - SAFETY_MARGIN_SECONDS
+
+
+def _record_metrics(outcome: Outcome) -> None:
+    if outcome.status == "skipped":
+        metrics.add_metric(name="ObjectsSkipped", unit=MetricUnit.Count, value=1)
+        return
+    metrics.add_metric(
+        name="ImagesDescribed" if outcome.status == "succeeded" else "ImagesFailed", unit=MetricUnit.Count, value=1
+    )
+    usage = outcome.usage
+    if usage.get("model_calls"):
+        metrics.add_metric(name="PromptTokens", unit=MetricUnit.Count, value=usage["prompt_tokens"])
+        metrics.add_metric(name="CompletionTokens", unit=MetricUnit.Count, value=usage["completion_tokens"])
+        metrics.add_metric(name="ModelLatency", unit=MetricUnit.Milliseconds, value=outcome.record["model_latency_ms"])
+
+
+def _log_outcome(outcome: Outcome) -> None:
+    fields = {"bucket": outcome.event.bucket, "key": outcome.event.key, "status": outcome.status}
+    if outcome.status == "failed":
+        fields["error_type"] = outcome.reason
+        fields["error_message"] = (outcome.record or {}).get("error_message")
+        logger.warning("object failed permanently", extra=fields)
+    elif outcome.status == "skipped":
+        logger.info("object skipped", extra={**fields, "reason": outcome.reason})
+    else:
+        fields["usage"] = outcome.usage
+        logger.info("object described", extra=fields)
+
+
+async def _process_events(runtime: Runtime, events: list[ObjectEvent], deadline: float) -> list[Outcome]:
+    """All records at once on the worker pool; the first transient error is raised after all have finished."""
+    loop = asyncio.get_running_loop()
+    results = await asyncio.gather(
+        *(loop.run_in_executor(runtime.executor, runtime.pipeline.process, event, deadline) for event in events),
+        return_exceptions=True,
+    )
+    outcomes: list[Outcome] = []
+    first_error: BaseException | None = None
+    for event, result in zip(events, results, strict=True):
+        if isinstance(result, BaseException):
+            error_type = result.error_type if isinstance(result, SightlineError) else type(result).__name__
+            logger.warning(
+                "object will be retried",
+                extra={"bucket": event.bucket, "key": event.key, "error_type": error_type, "error": str(result)},
+            )
+            metrics.add_metric(name="TransientFailures", unit=MetricUnit.Count, value=1)
+            first_error = first_error or result
+            continue
+        _record_metrics(result)
+        _log_outcome(result)
+        outcomes.append(result)
+    if first_error is not None:
+        raise first_error
+    return outcomes
+
+
+@logger.inject_lambda_context(clear_state=True)
+@tracer.capture_lambda_handler
+@metrics.log_metrics
+def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
+    runtime = get_runtime()
+    deadline = _deadline(context)
+    records = event.get("Records") or []
+
+    if records and records[0].get("eventSource") == "aws:sqs":
+        processor = AsyncBatchProcessor(event_type=EventType.SQS)
+
+        async def handle_message(record: SQSRecord) -> None:
+            await _process_events(runtime, parse_queue_message_body(record.body), deadline)
+
+        # Failed messages are reported as batchItemFailures; SQS redelivers only those.
+        return async_process_partial_response(event, handle_message, processor, context)
+
+    # A plain S3 notification (manual invoke, or S3 → Lambda): a transient failure fails the invocation.
+    outcomes = asyncio.run(_process_events(runtime, parse_s3_notification(event), deadline))
+    return {"processed": [{"key": o.event.key, "status": o.status} for o in outcomes]}

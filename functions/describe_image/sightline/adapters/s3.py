@@ -1,0 +1,51 @@
+"""S3 adapter: read the object version an event names, refusing oversize objects before the download."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from botocore.exceptions import BotoCoreError, ClientError
+
+from sightline.adapters.aws_errors import translate_aws_error
+from sightline.errors import ObjectTooLargeError
+from sightline.events import ObjectEvent
+from sightline.pipeline import FetchedObject
+from sightline.records import ObjectFacts
+
+
+class S3ObjectStore:
+    def __init__(self, client: Any) -> None:
+        self._client = client
+
+    def fetch(self, event: ObjectEvent, max_bytes: int) -> FetchedObject:
+        request: dict[str, Any] = {"Bucket": event.bucket, "Key": event.key}
+        if event.version_id:
+            request["VersionId"] = event.version_id  # the version the event is about, not whatever is newest
+        try:
+            response = self._client.get_object(**request)
+        except (ClientError, BotoCoreError) as exc:
+            raise translate_aws_error(exc, f"GetObject {event.uri}") from exc
+        body = response["Body"]
+        size = int(response.get("ContentLength") or 0)
+        try:
+            if size > max_bytes:
+                raise ObjectTooLargeError.for_size(size, max_bytes)
+            # Read at most one byte past the limit, in case ContentLength was absent or wrong.
+            data = body.read(max_bytes + 1)
+            if len(data) > max_bytes:
+                raise ObjectTooLargeError.for_size(len(data), max_bytes)
+        except (ClientError, BotoCoreError) as exc:
+            raise translate_aws_error(exc, f"reading {event.uri}") from exc
+        finally:
+            body.close()
+        last_modified = response.get("LastModified")
+        return FetchedObject(
+            body=data,
+            facts=ObjectFacts(
+                etag=(response.get("ETag") or "").strip('"') or None,
+                version_id=response.get("VersionId") or None,
+                size=len(data),
+                content_type=response.get("ContentType"),
+                last_modified=last_modified.isoformat() if last_modified else None,
+            ),
+        )

@@ -1,0 +1,108 @@
+"""Composition root: validated settings and adapters, built once per cold start."""
+
+from __future__ import annotations
+
+import json
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from functools import lru_cache
+
+import boto3
+import openai
+from botocore.config import Config
+
+from sightline.adapters.dynamodb import DynamoDBResultStore
+from sightline.adapters.model import OpenAIVisionModel
+from sightline.adapters.s3 import S3ObjectStore
+from sightline.adapters.sns import SnsNotifier
+from sightline.errors import ConfigurationError
+from sightline.pipeline import Pipeline
+from sightline.settings import Settings, load_settings
+
+# One worker per record of a full SQS batch (10) plus room for multi-record messages:
+# the model call waits on the network, so records are described concurrently.
+WORKERS = 16
+SECRET_MAX_AGE_SECONDS = 300
+# Local OpenAI-compatible servers (vLLM, Ollama, the embedded OCR endpoint) ignore the key; the SDK needs one.
+LOCAL_PLACEHOLDER_KEY = "no-key"
+
+AWS_CLIENT_CONFIG = Config(
+    retries={"mode": "standard", "max_attempts": 3},
+    connect_timeout=5,
+    read_timeout=30,
+    max_pool_connections=WORKERS + 4,
+)
+
+
+@dataclass(frozen=True)
+class Runtime:
+    settings: Settings
+    pipeline: Pipeline
+    executor: ThreadPoolExecutor
+
+
+def secret_api_key(secret_arn: str) -> str:
+    """The key from Secrets Manager through powertools parameters (cached, refreshed every 5 minutes).
+
+    The secret may be the bare key or JSON with an ``api_key`` field.
+    """
+    from aws_lambda_powertools.utilities import parameters
+
+    try:
+        value = parameters.get_secret(secret_arn, max_age=SECRET_MAX_AGE_SECONDS)
+    except parameters.exceptions.GetParameterError as exc:
+        raise ConfigurationError(f"cannot read the model API key secret: {exc}") from None
+    text = value.decode() if isinstance(value, bytes) else str(value)
+    if text.lstrip().startswith("{"):
+        try:
+            text = str(json.loads(text)["api_key"])
+        except (ValueError, KeyError):
+            raise ConfigurationError("the model API key secret is JSON without an 'api_key' field") from None
+    if not text.strip():
+        raise ConfigurationError("the model API key secret is empty: put the key with put-secret-value")
+    return text.strip()
+
+
+def build_model_client(settings: Settings) -> openai.OpenAI:
+    api_key: str | object
+    if settings.model_api_key_secret_arn:
+        arn = settings.model_api_key_secret_arn
+        api_key = lambda: secret_api_key(arn)  # noqa: E731 - the SDK calls it per request; the cache keeps it cheap
+    else:
+        api_key = settings.model_api_key or LOCAL_PLACEHOLDER_KEY
+    return openai.OpenAI(
+        api_key=api_key,  # type: ignore[arg-type]
+        base_url=settings.model_base_url,
+        timeout=settings.model_timeout_seconds,
+        max_retries=0,  # our adapter retries within the invocation's time budget
+    )
+
+
+def build_pipeline(settings: Settings, session: boto3.session.Session | None = None) -> Pipeline:
+    session = session or boto3.session.Session()
+    return Pipeline(
+        settings=settings,
+        objects=S3ObjectStore(session.client("s3", config=AWS_CLIENT_CONFIG)),
+        results=DynamoDBResultStore(session.client("dynamodb", config=AWS_CLIENT_CONFIG), settings.results_table),
+        notifier=SnsNotifier(session.client("sns", config=AWS_CLIENT_CONFIG), settings.results_topic_arn),
+        model=OpenAIVisionModel(
+            build_model_client(settings),
+            settings.model_id,
+            max_output_tokens=settings.model_max_output_tokens,
+            timeout_seconds=settings.model_timeout_seconds,
+            max_attempts=settings.model_max_attempts,
+        ),
+        prepare_slots=threading.Semaphore(2),
+    )
+
+
+@lru_cache(maxsize=1)
+def get_runtime() -> Runtime:
+    """Built at the first invocation of a cold start and reused; never at import time."""
+    settings = load_settings()
+    return Runtime(
+        settings=settings,
+        pipeline=build_pipeline(settings),
+        executor=ThreadPoolExecutor(max_workers=WORKERS, thread_name_prefix="describe"),
+    )

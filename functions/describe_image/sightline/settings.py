@@ -1,0 +1,105 @@
+"""The function's configuration contract: environment variable names, defaults and validation."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Literal
+
+from sightline.errors import SettingsError
+
+# The documented interface (README, template.yaml). Keep these names.
+RESULTS_TABLE = "RESULTS_TABLE"
+RESULTS_TOPIC_ARN = "RESULTS_TOPIC_ARN"
+MODEL_BASE_URL = "MODEL_BASE_URL"
+MODEL_ID = "MODEL_ID"
+IMAGE_DETAIL = "IMAGE_DETAIL"
+MODEL_API_KEY_SECRET_ARN = "MODEL_API_KEY_SECRET_ARN"
+MODEL_API_KEY = "MODEL_API_KEY"  # local runs only; the deployed stack reads the secret
+OBJECT_KEY_SUFFIXES = "OBJECT_KEY_SUFFIXES"
+MAX_OBJECT_BYTES = "MAX_OBJECT_BYTES"
+MAX_IMAGE_PIXELS = "MAX_IMAGE_PIXELS"
+MODEL_TIMEOUT_SECONDS = "MODEL_TIMEOUT_SECONDS"
+MODEL_MAX_ATTEMPTS = "MODEL_MAX_ATTEMPTS"
+MODEL_MAX_OUTPUT_TOKENS = "MODEL_MAX_OUTPUT_TOKENS"
+
+DEFAULT_MODEL_BASE_URL = "https://api.novita.ai/openai"
+DEFAULT_MODEL_ID = "qwen/qwen2.5-vl-72b-instruct"
+
+Detail = Literal["low", "high", "auto"]
+DETAILS: tuple[Detail, ...] = ("low", "high", "auto")
+
+
+@dataclass(frozen=True)
+class Settings:
+    results_table: str
+    results_topic_arn: str
+    model_base_url: str = DEFAULT_MODEL_BASE_URL
+    model_id: str = DEFAULT_MODEL_ID
+    image_detail: Detail = "auto"
+    model_api_key_secret_arn: str | None = None
+    model_api_key: str | None = field(default=None, repr=False)  # never in logs
+    object_key_suffixes: tuple[str, ...] = ()
+    max_object_bytes: int = 50 * 1024 * 1024
+    max_image_pixels: int = 100_000_000
+    model_timeout_seconds: float = 30.0
+    model_max_attempts: int = 3
+    model_max_output_tokens: int = 1024
+
+    def accepts_key(self, key: str) -> bool:
+        """Suffix filter, case-insensitive (S3's own suffix filter is case-sensitive)."""
+        if not self.object_key_suffixes:
+            return True
+        return key.lower().endswith(self.object_key_suffixes)
+
+
+def _required(env: Mapping[str, str], name: str) -> str:
+    value = env.get(name, "").strip()
+    if not value:
+        raise SettingsError(f"{name} is required and empty")
+    return value
+
+
+def _number(env: Mapping[str, str], name: str, default: float, minimum: float, cast: type = int):  # type: ignore[type-arg]
+    raw = env.get(name, "").strip()
+    if not raw:
+        return cast(default)
+    try:
+        value = cast(raw)
+    except ValueError:
+        raise SettingsError(f"{name} must be a number, got {raw!r}") from None
+    if value < minimum:
+        raise SettingsError(f"{name} must be at least {minimum}, got {raw!r}")
+    return value
+
+
+def load_settings(env: Mapping[str, str] | None = None) -> Settings:
+    """Read and validate settings once, at cold start: a missing table name fails here, not at the first write."""
+    env = os.environ if env is None else env
+    detail = env.get(IMAGE_DETAIL, "auto").strip().lower() or "auto"
+    if detail not in DETAILS:
+        raise SettingsError(f"{IMAGE_DETAIL} must be one of {', '.join(DETAILS)}, got {detail!r}")
+    secret_arn = env.get(MODEL_API_KEY_SECRET_ARN, "").strip() or None
+    api_key = env.get(MODEL_API_KEY, "").strip() or None
+    if secret_arn and api_key:
+        raise SettingsError(f"set {MODEL_API_KEY_SECRET_ARN} or {MODEL_API_KEY}, not both")
+    base_url = env.get(MODEL_BASE_URL, "").strip() or DEFAULT_MODEL_BASE_URL
+    if not base_url.startswith(("http://", "https://")):
+        raise SettingsError(f"{MODEL_BASE_URL} must be an http(s) URL, got {base_url!r}")
+    suffixes = tuple(s.strip().lower() for s in env.get(OBJECT_KEY_SUFFIXES, "").split(",") if s.strip())
+    return Settings(
+        results_table=_required(env, RESULTS_TABLE),
+        results_topic_arn=_required(env, RESULTS_TOPIC_ARN),
+        model_base_url=base_url.rstrip("/"),
+        model_id=env.get(MODEL_ID, "").strip() or DEFAULT_MODEL_ID,
+        image_detail=detail,  # type: ignore[arg-type]
+        model_api_key_secret_arn=secret_arn,
+        model_api_key=api_key,
+        object_key_suffixes=suffixes,
+        max_object_bytes=_number(env, MAX_OBJECT_BYTES, 50 * 1024 * 1024, 1),
+        max_image_pixels=_number(env, MAX_IMAGE_PIXELS, 100_000_000, 1),
+        model_timeout_seconds=_number(env, MODEL_TIMEOUT_SECONDS, 30.0, 1, float),
+        model_max_attempts=_number(env, MODEL_MAX_ATTEMPTS, 3, 1),
+        model_max_output_tokens=_number(env, MODEL_MAX_OUTPUT_TOKENS, 1024, 64),
+    )
