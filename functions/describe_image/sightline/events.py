@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import unquote_plus
 
 from aws_lambda_powertools.utilities.data_classes import S3Event
 
@@ -56,7 +57,9 @@ def parse_s3_notification(notification: dict[str, Any]) -> list[ObjectEvent]:
         events.append(
             ObjectEvent(
                 bucket=record.s3.bucket.name,
-                key=obj.key,  # powertools applies unquote_plus: '+' → space, %2F → '/', UTF-8 escapes
+                # S3 URL-encodes keys in events ('+' for space, %2F, UTF-8 escapes) and powertools'
+                # S3Object.key returns them raw: decode here, or every key with a space is 'not found'.
+                key=unquote_plus(obj.key),
                 event_name=record.event_name,
                 event_time=record.event_time,
                 version_id=obj.get("versionId") or None,

@@ -221,12 +221,12 @@ def _convert_icc_to_srgb(img: Image.Image, icc: bytes | None) -> Image.Image:
 def looks_like_document(img: Image.Image) -> bool:
     """Dark marks on a light, mostly flat background: a page, a receipt, a screenshot of text."""
     probe = img.convert("L")
-    probe.thumbnail((256, 256))
+    probe.thumbnail((768, 768), Image.Resampling.BOX)  # large enough that thin strokes stay dark
     histogram = probe.histogram()
     total = sum(histogram) or 1
-    bright = sum(histogram[200:]) / total
-    dark = sum(histogram[:96]) / total
-    return bright >= 0.55 and 0.01 <= dark <= 0.35 and (1 - bright - dark) <= 0.3
+    background = sum(histogram[200:]) / total
+    ink = sum(histogram[:140]) / total
+    return background >= 0.6 and 0.003 <= ink <= 0.35
 
 
 def _encode(img: Image.Image, subsampling: str) -> tuple[bytes, int]:

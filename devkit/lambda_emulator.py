@@ -1,0 +1,124 @@
+"""Deliver SQS messages to the real handler the way the Lambda SQS event source does, without Docker."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+Handler = Callable[[dict[str, Any], Any], dict[str, Any]]
+
+
+@dataclass
+class FakeLambdaContext:
+    """The attributes powertools reads from a Lambda context, with a real countdown."""
+
+    function_name: str = "sightline-describe-image"
+    memory_limit_in_mb: int = 2048
+    timeout_seconds: float = 120.0
+    aws_request_id: str = field(default_factory=lambda: str(uuid.uuid4()))
+    invoked_function_arn: str = "arn:aws:lambda:us-east-1:123456789012:function:sightline-describe-image"
+    log_group_name: str = "/aws/lambda/sightline-describe-image"
+    log_stream_name: str = "local"
+    function_version: str = "$LATEST"
+    _started: float = field(default_factory=time.monotonic)
+
+    def get_remaining_time_in_millis(self) -> int:
+        return max(0, int((self.timeout_seconds - (time.monotonic() - self._started)) * 1000))
+
+
+def lambda_sqs_event(messages: list[dict[str, Any]], queue_arn: str, region: str = "us-east-1") -> dict[str, Any]:
+    """SQS ReceiveMessage output → the event document Lambda's event source mapping hands the function."""
+    return {
+        "Records": [
+            {
+                "messageId": message["MessageId"],
+                "receiptHandle": message["ReceiptHandle"],
+                "body": message["Body"],
+                "attributes": message.get("Attributes", {}),
+                "messageAttributes": message.get("MessageAttributes", {}),
+                "md5OfBody": message.get("MD5OfBody", ""),
+                "eventSource": "aws:sqs",
+                "eventSourceARN": queue_arn,
+                "awsRegion": region,
+            }
+            for message in messages
+        ]
+    }
+
+
+@dataclass
+class DeliveryReport:
+    invocations: int = 0
+    messages: int = 0
+    failed_items: int = 0
+    batch_seconds: list[float] = field(default_factory=list)
+
+
+class QueueFeeder:
+    """Poll a queue, invoke the handler with each batch, delete what succeeded.
+
+    Reported failures are made visible again at once (a real queue waits for the visibility timeout),
+    so redelivery, maxReceiveCount and the move to the dead-letter queue happen in seconds.
+    """
+
+    def __init__(
+        self,
+        sqs: Any,
+        queue_url: str,
+        queue_arn: str,
+        handler: Handler,
+        *,
+        batch_size: int = 10,
+        function_timeout: float = 120.0,
+    ) -> None:
+        self._sqs = sqs
+        self._queue_url = queue_url
+        self._queue_arn = queue_arn
+        self._handler = handler
+        self._batch_size = batch_size
+        self._function_timeout = function_timeout
+
+    def deliver_once(self, report: DeliveryReport) -> int:
+        response = self._sqs.receive_message(
+            QueueUrl=self._queue_url,
+            MaxNumberOfMessages=self._batch_size,
+            WaitTimeSeconds=0,
+            AttributeNames=["All"],
+            MessageAttributeNames=["All"],
+        )
+        messages = response.get("Messages", [])
+        if not messages:
+            return 0
+        started = time.perf_counter()
+        result = self._handler(
+            lambda_sqs_event(messages, self._queue_arn),
+            FakeLambdaContext(timeout_seconds=self._function_timeout),
+        )
+        report.batch_seconds.append(time.perf_counter() - started)
+        report.invocations += 1
+        report.messages += len(messages)
+        failed = {item["itemIdentifier"] for item in (result or {}).get("batchItemFailures", [])}
+        report.failed_items += len(failed)
+        for message in messages:
+            if message["MessageId"] in failed:
+                self._sqs.change_message_visibility(
+                    QueueUrl=self._queue_url, ReceiptHandle=message["ReceiptHandle"], VisibilityTimeout=0
+                )
+            else:
+                self._sqs.delete_message(QueueUrl=self._queue_url, ReceiptHandle=message["ReceiptHandle"])
+        return len(messages)
+
+    def drain(self, *, max_invocations: int = 200, idle_polls: int = 2) -> DeliveryReport:
+        """Deliver until the queue stays empty for `idle_polls` polls in a row."""
+        report = DeliveryReport()
+        idle = 0
+        while report.invocations < max_invocations and idle < idle_polls:
+            if self.deliver_once(report):
+                idle = 0
+            else:
+                idle += 1
+                time.sleep(0.05)
+        return report
