@@ -92,7 +92,9 @@ def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, A
     records = event.get("Records") or []
 
     if records and records[0].get("eventSource") == "aws:sqs":
-        processor = AsyncBatchProcessor(event_type=EventType.SQS)
+        # A batch where every item failed is still a partial response: SQS redelivers exactly those items,
+        # and the invocation is not counted as a function error that would hide the per-item reasons.
+        processor = AsyncBatchProcessor(event_type=EventType.SQS, raise_on_entire_batch_failure=False)
 
         async def handle_message(record: SQSRecord) -> None:
             await _process_events(runtime, parse_queue_message_body(record.body), deadline)

@@ -80,9 +80,10 @@ class OpenAIVisionModel:
         for attempt in range(1, self._max_attempts + 1):
             timeout = self._timeout_seconds
             if deadline is not None:
-                timeout = min(timeout, deadline - self._clock())
-                if timeout < MIN_ATTEMPT_SECONDS:
+                remaining = deadline - self._clock()
+                if remaining < MIN_ATTEMPT_SECONDS:
                     raise ModelUnavailableError(f"no time left for a model call ({last_error})")
+                timeout = min(timeout, remaining)
             started = self._clock()
             try:
                 response = self._client.with_options(timeout=timeout, max_retries=0).chat.completions.create(

@@ -1,0 +1,345 @@
+"""The real handler end to end: moto S3 → SQS → handler → DynamoDB + SNS, with the loopback model server."""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+from typing import Any
+
+import pytest
+from PIL import Image
+
+import app
+from devkit.lambda_emulator import DeliveryReport, FakeLambdaContext, QueueFeeder, lambda_sqs_event
+from devkit.model_server import Reply, completion, error_reply
+from sightline.imaging import MAX_BASE64_BYTES
+from tests.conftest import Deployment, load_event
+from tests.unit.images import encode, page, photo
+
+pytestmark = pytest.mark.integration
+
+MODEL_JSON = {
+    "description": "A red square in the corner of a gradient.",
+    "alt_text": "Image of a red square on a grey gradient",
+    "text": "",
+    "tags": ["square", "gradient"],
+}
+
+
+def upload(deployment: Deployment, key: str, body: bytes) -> None:
+    deployment.client("s3").put_object(Bucket=deployment.resources.bucket, Key=key, Body=body)
+
+
+def deliver(deployment: Deployment, *, max_invocations: int = 50) -> DeliveryReport:
+    """Feed the upload queue to the real handler as the SQS event source would."""
+    resources = deployment.resources
+    feeder = QueueFeeder(
+        deployment.client("sqs"),
+        resources.queue_url,
+        resources.queue_arn,
+        app.lambda_handler,
+        batch_size=resources.batch_size,
+        function_timeout=resources.function_timeout,
+    )
+    return feeder.drain(max_invocations=max_invocations)
+
+
+def queue_depth(deployment: Deployment, url: str) -> int:
+    attributes = deployment.client("sqs").get_queue_attributes(
+        QueueUrl=url, AttributeNames=["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"]
+    )["Attributes"]
+    return int(attributes["ApproximateNumberOfMessages"]) + int(attributes["ApproximateNumberOfMessagesNotVisible"])
+
+
+def answer(content: dict[str, Any] | str, **kwargs: Any) -> Reply:
+    text = content if isinstance(content, str) else json.dumps(content)
+    return Reply(body=completion(text, model="scripted", prompt_tokens=812, completion_tokens=64, **kwargs))
+
+
+def sent_image(request: Any) -> Image.Image:
+    url = request.body["messages"][-1]["content"][0]["image_url"]["url"]
+    return Image.open(io.BytesIO(base64.b64decode(url.split(",", 1)[1])))
+
+
+def rotated_jpeg() -> bytes:
+    exif = Image.Exif()
+    exif[0x0112] = 6  # stored landscape, shown portrait
+    return encode(photo(1600, 1200), "JPEG", exif=exif, quality=90)
+
+
+def test_url_encoded_key_is_described_stored_and_notified(deployment: Deployment, function_env, model) -> None:
+    # GIVEN an EXIF-rotated photo under a key S3 must URL-encode in its event
+    key = "photos/Summer trip (2026)/café+résumé.jpg"
+    upload(deployment, key, rotated_jpeg())
+    model.responder.push(answer(MODEL_JSON))
+    # WHEN the notification reaches the handler through the queue
+    report = deliver(deployment)
+    # THEN one record holds the validated answer, the facts and the billed usage
+    record = deployment.record(key)
+    assert record is not None, "record stored under the decoded key"
+    assert record["status"] == "succeeded"
+    assert record["description"] == MODEL_JSON["description"]
+    assert record["alt_text"] == "A red square on a grey gradient"  # "Image of" removed
+    assert record["has_text"] is False and record["text"] == ""
+    assert record["usage"] == {
+        "prompt_tokens": 812,
+        "completion_tokens": 64,
+        "total_tokens": 876,
+        "model_calls": 1,
+        "usage_reported": True,
+    }
+    assert record["image"]["format"] == "JPEG"
+    assert (record["image"]["original_width"], record["image"]["original_height"]) == (1200, 1600)
+    assert record["image"]["sent_height"] > record["image"]["sent_width"]
+    assert record["object"]["etag"] and record["object"]["size"] > 0
+    assert record["schema_version"] == 1 and record["model_id"] == function_env["MODEL_ID"]
+    # AND the request followed the provider guide's message shape
+    (request,) = model.chat_requests
+    assert request.headers["authorization"] == "Bearer test-key"
+    assert request.body["model"] == function_env["MODEL_ID"]
+    image_part, text_part = request.body["messages"][-1]["content"]
+    assert image_part["type"] == "image_url" and text_part["type"] == "text"
+    assert image_part["image_url"]["url"].startswith("data:image/jpeg;base64,")
+    assert image_part["image_url"]["detail"] in ("low", "high", "auto")
+    assert len(image_part["image_url"]["url"].split(",", 1)[1]) == record["image"]["bytes_sent"] < MAX_BASE64_BYTES
+    assert sent_image(request).height > sent_image(request).width  # sent upright
+    # AND exactly one notification, filterable by its attributes
+    (notification,) = deployment.received_notifications()
+    assert notification["attributes"] == {
+        "status": "succeeded",
+        "has_text": "false",
+        "event": "sightline.image.processed",
+    }
+    assert notification["message"]["key"] == key
+    assert notification["message"]["schema_version"] == 1
+    assert notification["message"]["record"] == {
+        "table": deployment.resources.table,
+        "bucket": deployment.resources.bucket,
+        "key": key,
+    }
+    # AND the message was deleted, nothing retried
+    assert report.failed_items == 0
+    assert queue_depth(deployment, deployment.resources.queue_url) == 0
+
+
+def test_png_with_alpha_is_flattened_on_white(deployment: Deployment, function_env, model) -> None:
+    logo = Image.new("RGBA", (400, 300), (0, 0, 0, 0))
+    logo.paste((0, 90, 200, 255), (100, 75, 300, 225))
+    upload(deployment, "logos/transparent logo.png", encode(logo, "PNG"))
+    deliver(deployment)
+    record = deployment.record("logos/transparent logo.png")
+    assert record["status"] == "succeeded" and record["image"]["format"] == "PNG"
+    corner = sent_image(model.chat_requests[0]).convert("RGB").getpixel((3, 3))
+    assert min(corner) > 245
+
+
+def test_document_text_is_recorded_and_flagged(deployment: Deployment, function_env, model) -> None:
+    upload(deployment, "scans/page 1.png", encode(page(), "PNG"))
+    model.responder.push(answer({**MODEL_JSON, "text": "Line 0: the quick brown fox\nLine 1"}))
+    deliver(deployment)
+    record = deployment.record("scans/page 1.png")
+    assert record["has_text"] is True and record["text"].startswith("Line 0")
+    assert record["image"]["document_like"] is True
+    (notification,) = deployment.received_notifications()
+    assert notification["attributes"]["has_text"] == "true"
+    assert notification["message"]["text"] == record["text"]
+
+
+@pytest.mark.parametrize(
+    ("key", "body", "error_type"),
+    [
+        ("photos/not-really.jpg", b"<!DOCTYPE html><html><body>404</body></html>", "NotAnImage"),
+        ("photos/empty.png", b"", "EmptyObject"),
+        ("photos/truncated.jpg", encode(photo(800, 600), "JPEG")[:3000], "CorruptImage"),
+        ("docs/contract.pdf.png", b"%PDF-1.7\n1 0 obj", "UnsupportedImageFormat"),
+    ],
+)
+def test_bad_input_ends_as_a_failed_record_and_is_not_retried(
+    deployment: Deployment, function_env, model, key: str, body: bytes, error_type: str
+) -> None:
+    upload(deployment, key, body)
+    report = deliver(deployment)
+    record = deployment.record(key)
+    assert record["status"] == "failed"
+    assert record["error_type"] == error_type
+    assert record["error_message"]
+    assert "description" not in record
+    assert model.chat_requests == []  # never paid for
+    (notification,) = deployment.received_notifications()
+    assert notification["attributes"]["status"] == "failed"
+    assert notification["message"]["error_type"] == error_type
+    assert report.failed_items == 0
+    assert queue_depth(deployment, deployment.resources.queue_url) == 0
+    assert queue_depth(deployment, deployment.resources.dlq_url) == 0
+
+
+def test_object_over_the_size_limit_is_refused_before_download(
+    deployment: Deployment, function_env, model, monkeypatch
+) -> None:
+    monkeypatch.setenv("MAX_OBJECT_BYTES", "5000")
+    upload(deployment, "big.jpg", encode(photo(800, 600), "JPEG", quality=95))
+    deliver(deployment)
+    record = deployment.record("big.jpg")
+    assert record["status"] == "failed" and record["error_type"] == "ObjectTooLarge"
+    assert "5,000" in record["error_message"]
+
+
+def test_model_rate_limit_is_retried_then_dead_lettered(deployment: Deployment, function_env, model) -> None:
+    # GIVEN a model that answers 429 to every call
+    model.responder.default = error_reply(429, "Rate limit reached", "rate_limit_error", {"Retry-After": "0"})
+    upload(deployment, "photos/a.jpg", encode(photo(300, 200), "JPEG"))
+    # WHEN SQS keeps redelivering the failed item
+    report = deliver(deployment)
+    # THEN it is retried maxReceiveCount times and ends in the DLQ; no record claims it failed
+    assert report.failed_items == deployment.resources.max_receive_count
+    assert len(model.chat_requests) == deployment.resources.max_receive_count
+    assert deployment.record("photos/a.jpg") is None
+    assert deployment.received_notifications() == []
+    assert queue_depth(deployment, deployment.resources.dlq_url) == 1
+
+
+def test_server_error_then_success_yields_one_record_and_one_notification(
+    deployment: Deployment, function_env, model
+) -> None:
+    model.responder.push(error_reply(500, "upstream overloaded", "server_error"), answer(MODEL_JSON))
+    upload(deployment, "photos/b.jpg", encode(photo(300, 200), "JPEG"))
+    report = deliver(deployment)
+    assert report.failed_items == 1
+    assert deployment.record("photos/b.jpg")["status"] == "succeeded"
+    assert len(deployment.received_notifications()) == 1
+
+
+def test_in_call_retry_honours_retry_after(deployment: Deployment, function_env, model, monkeypatch) -> None:
+    monkeypatch.setenv("MODEL_MAX_ATTEMPTS", "3")
+    model.responder.push(error_reply(429, "slow down", "rate_limit_error", {"Retry-After": "0.05"}), answer(MODEL_JSON))
+    upload(deployment, "photos/c.jpg", encode(photo(300, 200), "JPEG"))
+    report = deliver(deployment)
+    assert report.failed_items == 0
+    assert len(model.chat_requests) == 2
+    assert deployment.record("photos/c.jpg")["status"] == "succeeded"
+
+
+def test_invalid_json_gets_one_text_only_repair(deployment: Deployment, function_env, model) -> None:
+    model.responder.push(answer("Description: a red square. Alt: red square."), answer(MODEL_JSON))
+    upload(deployment, "photos/d.jpg", encode(photo(300, 200), "JPEG"))
+    deliver(deployment)
+    record = deployment.record("photos/d.jpg")
+    assert record["status"] == "succeeded"
+    assert record["usage"]["model_calls"] == 2 and record["usage"]["prompt_tokens"] == 2 * 812
+    repair_request = model.chat_requests[1]
+    assert "image_url" not in json.dumps(repair_request.body)
+
+
+def test_invalid_json_twice_is_a_failed_record_with_the_tokens_paid(
+    deployment: Deployment, function_env, model
+) -> None:
+    model.responder.push(answer("no json here"), answer("still none"))
+    upload(deployment, "photos/e.jpg", encode(photo(300, 200), "JPEG"))
+    report = deliver(deployment)
+    record = deployment.record("photos/e.jpg")
+    assert record["status"] == "failed" and record["error_type"] == "InvalidModelOutput"
+    assert "repair" in record["error_message"]
+    assert record["usage"]["total_tokens"] == 2 * 876
+    assert report.failed_items == 0
+
+
+def test_truncated_answer_is_never_a_success(deployment: Deployment, function_env, model) -> None:
+    model.responder.push(answer('{"description": "A red squ', finish_reason="length"))
+    upload(deployment, "photos/f.jpg", encode(photo(300, 200), "JPEG"))
+    deliver(deployment)
+    record = deployment.record("photos/f.jpg")
+    assert record["status"] == "failed" and record["error_type"] == "TruncatedModelOutput"
+
+
+def test_model_rejecting_the_image_is_permanent(deployment: Deployment, function_env, model) -> None:
+    model.responder.push(error_reply(400, "image could not be processed", "invalid_request_error"))
+    upload(deployment, "photos/g.jpg", encode(photo(300, 200), "JPEG"))
+    report = deliver(deployment)
+    record = deployment.record("photos/g.jpg")
+    assert record["status"] == "failed" and record["error_type"] == "ModelRejectedImage"
+    assert report.failed_items == 0
+
+
+def test_bad_api_key_is_a_configuration_error_not_the_images_fault(deployment: Deployment, function_env, model) -> None:
+    model.responder.default = error_reply(401, "Incorrect API key provided", "invalid_request_error")
+    upload(deployment, "photos/h.jpg", encode(photo(300, 200), "JPEG"))
+    report = deliver(deployment)
+    assert report.failed_items == deployment.resources.max_receive_count
+    assert deployment.record("photos/h.jpg") is None
+    assert queue_depth(deployment, deployment.resources.dlq_url) == 1
+
+
+def test_model_timeout_is_transient(deployment: Deployment, function_env, model, monkeypatch) -> None:
+    monkeypatch.setenv("MODEL_TIMEOUT_SECONDS", "1")
+    model.responder.push(Reply(delay_seconds=3, body=completion("{}", model="m", prompt_tokens=1, completion_tokens=1)))
+    upload(deployment, "photos/i.jpg", encode(photo(300, 200), "JPEG"))
+    report = deliver(deployment)
+    assert report.failed_items == 1  # the first delivery timed out, the redelivery succeeded
+    assert deployment.record("photos/i.jpg")["status"] == "succeeded"
+
+
+def test_batch_records_are_described_concurrently(deployment: Deployment, function_env, model) -> None:
+    # GIVEN a model that takes 1 s per answer and 10 uploads
+    model.responder.delay_seconds = 1.0
+    deliver(deployment)  # consume the s3:TestEvent S3 sent when the notification was configured
+    for index in range(10):
+        upload(deployment, f"batch/{index}.jpg", encode(photo(320, 240), "JPEG"))
+    # WHEN they arrive as one batch
+    report = deliver(deployment)
+    # THEN all ten model calls were in flight at once (the timing itself is printed by `make run`)
+    assert report.invocations == 1 and report.messages == 10
+    assert model.max_in_flight == 10
+    assert all(deployment.record(f"batch/{i}.jpg")["status"] == "succeeded" for i in range(10))
+
+
+def test_suffix_filter_is_case_insensitive_and_skips_silently(
+    deployment: Deployment, function_env, model, monkeypatch
+) -> None:
+    monkeypatch.setenv("OBJECT_KEY_SUFFIXES", ".jpg,.png")
+    upload(deployment, "photos/UPPER.JPG", encode(photo(300, 200), "JPEG"))
+    upload(deployment, "notes/readme.txt", b"hello")
+    report = deliver(deployment)
+    assert deployment.record("photos/UPPER.JPG")["status"] == "succeeded"
+    assert deployment.record("notes/readme.txt") is None
+    assert report.failed_items == 0 and len(model.chat_requests) == 1
+
+
+def test_direct_s3_invocation_with_the_event_file(deployment: Deployment, function_env, model) -> None:
+    # GIVEN the events/ file `sam local invoke -e events/s3-put.json` uses, pointed at this stack's bucket
+    event = load_event("s3-put.json")
+    record = event["Records"][0]
+    record["s3"]["bucket"]["name"] = deployment.resources.bucket
+    record["s3"]["object"].pop("versionId")
+    upload(deployment, "photos/Summer trip (2026)/café résumé.jpg", encode(photo(300, 200), "JPEG"))
+    deployment.received_notifications()
+    result = app.lambda_handler(event, FakeLambdaContext())
+    assert result == {"processed": [{"key": "photos/Summer trip (2026)/café résumé.jpg", "status": "succeeded"}]}
+
+
+def test_test_event_and_multi_record_message(deployment: Deployment, function_env, model) -> None:
+    sqs_event = load_event("sqs-test-event-and-multi-record.json")
+    multi = json.loads(sqs_event["Records"][1]["body"])
+    for s3_record in multi["Records"]:
+        s3_record["s3"]["bucket"]["name"] = deployment.resources.bucket
+    sqs_event["Records"][1]["body"] = json.dumps(multi)
+    upload(deployment, "inbox/a.png", encode(photo(200, 100), "PNG"))
+    upload(deployment, "inbox/b c.png", encode(photo(200, 100), "PNG"))
+    result = app.lambda_handler(sqs_event, FakeLambdaContext())
+    assert result == {"batchItemFailures": []}
+    assert deployment.record("inbox/a.png")["status"] == "succeeded"
+    assert deployment.record("inbox/b c.png")["status"] == "succeeded"
+
+
+def test_unrecognised_message_is_reported_as_a_batch_failure(deployment: Deployment, function_env, model) -> None:
+    messages = [{"MessageId": "m-1", "ReceiptHandle": "r-1", "Body": "not an s3 event"}]
+    result = app.lambda_handler(lambda_sqs_event(messages, deployment.resources.queue_arn), FakeLambdaContext())
+    assert result == {"batchItemFailures": [{"itemIdentifier": "m-1"}]}
+
+
+def test_missing_table_setting_fails_at_cold_start(deployment: Deployment, function_env, monkeypatch) -> None:
+    from sightline.errors import SettingsError
+
+    monkeypatch.delenv("RESULTS_TABLE")
+    with pytest.raises(SettingsError, match="RESULTS_TABLE"):
+        app.lambda_handler({"Records": []}, FakeLambdaContext())
