@@ -40,11 +40,13 @@ def _record_metrics(outcome: Outcome) -> None:
     if usage.get("model_calls"):
         metrics.add_metric(name="PromptTokens", unit=MetricUnit.Count, value=usage["prompt_tokens"])
         metrics.add_metric(name="CompletionTokens", unit=MetricUnit.Count, value=usage["completion_tokens"])
-        metrics.add_metric(name="ModelLatency", unit=MetricUnit.Milliseconds, value=outcome.record["model_latency_ms"])
+        metrics.add_metric(
+            name="ModelLatency", unit=MetricUnit.Milliseconds, value=(outcome.record or {})["model_latency_ms"]
+        )
 
 
 def _log_outcome(outcome: Outcome) -> None:
-    fields = {"bucket": outcome.event.bucket, "key": outcome.event.key, "status": outcome.status}
+    fields: dict[str, Any] = {"bucket": outcome.event.bucket, "key": outcome.event.key, "status": outcome.status}
     if outcome.status == "failed":
         fields["error_type"] = outcome.reason
         fields["error_message"] = (outcome.record or {}).get("error_message")
@@ -100,7 +102,7 @@ def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, A
             await _process_events(runtime, parse_queue_message_body(record.body), deadline)
 
         # Failed messages are reported as batchItemFailures; SQS redelivers only those.
-        return async_process_partial_response(event, handle_message, processor, context)
+        return dict(async_process_partial_response(event, handle_message, processor, context))
 
     # A plain S3 notification (manual invoke, or S3 → Lambda): a transient failure fails the invocation.
     outcomes = asyncio.run(_process_events(runtime, parse_s3_notification(event), deadline))

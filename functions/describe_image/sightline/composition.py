@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import threading
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import lru_cache
@@ -65,14 +66,14 @@ def secret_api_key(secret_arn: str) -> str:
 
 
 def build_model_client(settings: Settings) -> openai.OpenAI:
-    api_key: str | object
+    api_key: str | Callable[[], str]
     if settings.model_api_key_secret_arn:
         arn = settings.model_api_key_secret_arn
         api_key = lambda: secret_api_key(arn)  # noqa: E731 - the SDK calls it per request; the cache keeps it cheap
     else:
         api_key = settings.model_api_key or LOCAL_PLACEHOLDER_KEY
     return openai.OpenAI(
-        api_key=api_key,  # type: ignore[arg-type]
+        api_key=api_key,
         base_url=settings.model_base_url,
         timeout=settings.model_timeout_seconds,
         max_retries=0,  # our adapter retries within the invocation's time budget

@@ -178,7 +178,8 @@ def _to_rgb_or_l(img: Image.Image) -> Image.Image:
 def _deep_to_l(img: Image.Image) -> Image.Image:
     """16/32-bit integer and float greyscale → 8 bits, keeping absolute levels where the range is standard."""
     img = img.convert("F") if img.mode != "F" else img
-    low, high = img.getextrema()
+    low, high = img.getextrema()  # single band: two numbers
+    assert isinstance(low, (int, float)) and isinstance(high, (int, float))
     if low >= 0 and high <= 1.0 and high > 0:
         scale, offset = 255.0, 0.0  # normalised float data
     elif low >= 0 and high <= 255:

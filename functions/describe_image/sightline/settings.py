@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Literal
 
 from sightline.errors import SettingsError
 
@@ -61,7 +61,7 @@ def _required(env: Mapping[str, str], name: str) -> str:
     return value
 
 
-def _number(env: Mapping[str, str], name: str, default: float, minimum: float, cast: type = int):  # type: ignore[type-arg]
+def _number(env: Mapping[str, str], name: str, default: float, minimum: float, cast: type = int) -> Any:
     raw = env.get(name, "").strip()
     if not raw:
         return cast(default)
@@ -77,9 +77,10 @@ def _number(env: Mapping[str, str], name: str, default: float, minimum: float, c
 def load_settings(env: Mapping[str, str] | None = None) -> Settings:
     """Read and validate settings once, at cold start: a missing table name fails here, not at the first write."""
     env = os.environ if env is None else env
-    detail = env.get(IMAGE_DETAIL, "auto").strip().lower() or "auto"
-    if detail not in DETAILS:
-        raise SettingsError(f"{IMAGE_DETAIL} must be one of {', '.join(DETAILS)}, got {detail!r}")
+    raw_detail = env.get(IMAGE_DETAIL, "auto").strip().lower() or "auto"
+    detail = next((d for d in DETAILS if d == raw_detail), None)
+    if detail is None:
+        raise SettingsError(f"{IMAGE_DETAIL} must be one of {', '.join(DETAILS)}, got {raw_detail!r}")
     secret_arn = env.get(MODEL_API_KEY_SECRET_ARN, "").strip() or None
     api_key = env.get(MODEL_API_KEY, "").strip() or None
     if secret_arn and api_key:
@@ -93,7 +94,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         results_topic_arn=_required(env, RESULTS_TOPIC_ARN),
         model_base_url=base_url.rstrip("/"),
         model_id=env.get(MODEL_ID, "").strip() or DEFAULT_MODEL_ID,
-        image_detail=detail,  # type: ignore[arg-type]
+        image_detail=detail,
         model_api_key_secret_arn=secret_arn,
         model_api_key=api_key,
         object_key_suffixes=suffixes,

@@ -1,0 +1,63 @@
+# Sightline: targets a newcomer can guess. `make run` and `make test` set up .venv themselves.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+export PYTHONPATH := $(CURDIR)/functions/describe_image:$(CURDIR)
+LAYER_DIR ?= $(CURDIR)/.build/layer
+
+.PHONY: help venv run test unit integration lint format validate layer build deploy ci clean
+
+help:
+	@echo "make run        the whole pipeline locally: moto (AWS) + sample uploads + the real handler"
+	@echo "make test       unit and integration tests (offline, loopback only)"
+	@echo "make lint       ruff (lint + format check) and mypy"
+	@echo "make validate   cfn-lint on template.yaml"
+	@echo "make layer      build the Lambda layer for arm64 / Python 3.13 into $(LAYER_DIR) (no Docker)"
+	@echo "make build      sam build (needs the SAM CLI; the layer builds with the same pip command)"
+	@echo "make ci         what .ci/run runs: lint, validate, test"
+
+$(VENV)/.installed: requirements-dev.txt layers/runtime/requirements.txt constraints.txt
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --disable-pip-version-check --upgrade pip
+	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements-dev.txt -c constraints.txt
+	touch $@
+
+venv: $(VENV)/.installed
+
+run: venv
+	$(PY) -m devkit.run $(ARGS)
+
+test: venv
+	$(PY) -m pytest $(ARGS)
+
+unit: venv
+	$(PY) -m pytest -m unit $(ARGS)
+
+integration: venv
+	$(PY) -m pytest -m integration $(ARGS)
+
+lint: venv
+	$(PY) -m ruff check .
+	$(PY) -m ruff format --check .
+	$(PY) -m mypy functions/describe_image devkit
+
+format: venv
+	$(PY) -m ruff check --fix .
+	$(PY) -m ruff format .
+
+validate: venv
+	$(VENV)/bin/cfn-lint template.yaml
+
+layer:
+	$(MAKE) -C layers/runtime build ARTIFACTS_DIR=$(LAYER_DIR) PYTHON=$(PYTHON)
+
+build:
+	sam build
+
+deploy: build
+	sam deploy --guided
+
+ci: lint validate test
+
+clean:
+	rm -rf $(VENV) .build .aws-sam .pytest_cache .mypy_cache .ruff_cache .hypothesis

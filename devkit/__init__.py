@@ -1,0 +1,1 @@
+"""Developer kit for Sightline: local model server, offline OCR stand-in and sample files."""

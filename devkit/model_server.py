@@ -1,0 +1,553 @@
+"""A small OpenAI-compatible chat-completions server on loopback, for tests and the local run."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import collections
+import contextlib
+import json
+import logging
+import math
+import socket
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from dataclasses import dataclass, field, replace
+from functools import cached_property
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from io import BytesIO
+from typing import Any, NamedTuple, Self
+
+__all__ = [
+    "DEFAULT_ANSWER",
+    "ChatRequest",
+    "Headers",
+    "ImagePart",
+    "ModelServer",
+    "Reply",
+    "Responder",
+    "ScriptedResponder",
+    "completion",
+    "default_reply",
+    "error_reply",
+    "estimate_prompt_tokens",
+]
+
+log = logging.getLogger(__name__)
+
+CHAT_PATHS = frozenset({"/v1/chat/completions", "/chat/completions"})
+MODELS_PATHS = frozenset({"/v1/models", "/models"})
+DEFAULT_MODEL = "sightline-devkit"
+# One token per 28x28 patch is the order of magnitude of current vision models.
+PATCH_SIZE = 28
+BASE_PROMPT_TOKENS = 50
+
+DEFAULT_ANSWER: dict[str, Any] = {
+    "description": "A test image.",
+    "alt_text": "Test image",
+    "text": "",
+    "tags": ["test"],
+}
+
+
+class Headers(dict[str, str]):
+    """A dict of HTTP headers with lower-case keys that looks keys up case-insensitively."""
+
+    def __init__(self, items: Mapping[str, str] | Iterable[tuple[str, str]] = ()) -> None:
+        super().__init__()
+        pairs = items.items() if isinstance(items, Mapping) else items
+        for key, value in pairs:
+            self[key] = value
+
+    def __setitem__(self, key: str, value: str) -> None:
+        super().__setitem__(key.lower(), value)
+
+    def __getitem__(self, key: str) -> str:
+        return super().__getitem__(key.lower())
+
+    def __contains__(self, key: object) -> bool:
+        return isinstance(key, str) and super().__contains__(key.lower())
+
+    def get(self, key: str, default: Any = None) -> Any:
+        return super().get(key.lower(), default)
+
+
+class ImagePart(NamedTuple):
+    """One image pulled from a data URL in the request: (detail, data, mime)."""
+
+    detail: str
+    data: bytes
+    mime: str
+
+
+@dataclass
+class ChatRequest:
+    """A request the server received: parsed JSON body, headers, path and method."""
+
+    body: dict[str, Any]
+    headers: dict[str, str] = field(default_factory=Headers)
+    path: str = "/v1/chat/completions"
+    method: str = "POST"
+    received_at: float = field(default_factory=time.time)
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.headers, Headers):
+            self.headers = Headers(self.headers)
+
+    @property
+    def model(self) -> str:
+        return str(self.body.get("model") or "")
+
+    @property
+    def messages(self) -> list[dict[str, Any]]:
+        messages = self.body.get("messages")
+        return [m for m in messages if isinstance(m, dict)] if isinstance(messages, list) else []
+
+    @cached_property
+    def images(self) -> list[ImagePart]:
+        """Images sent as data URLs, in message order; other URLs are ignored.
+
+        Raises ValueError for a data URL that is not valid base64.
+        """
+        found: list[ImagePart] = []
+        for part in self._content_parts():
+            if part.get("type") != "image_url":
+                continue
+            image_url = part.get("image_url")
+            if isinstance(image_url, str):  # Some clients send the URL bare.
+                image_url = {"url": image_url}
+            if not isinstance(image_url, dict):
+                continue
+            url = image_url.get("url")
+            if not isinstance(url, str) or not url.startswith("data:"):
+                continue
+            mime, data = _decode_data_url(url)
+            found.append(ImagePart(str(image_url.get("detail") or "auto"), data, mime))
+        return found
+
+    @property
+    def text_parts(self) -> list[str]:
+        """The instruction texts of the user messages, in order."""
+        return [
+            part["text"]
+            for part in self._content_parts(roles=("user",))
+            if part.get("type") == "text" and isinstance(part.get("text"), str)
+        ]
+
+    @property
+    def system_texts(self) -> list[str]:
+        """The texts of system (or developer) messages, in order."""
+        return [
+            part["text"]
+            for part in self._content_parts(roles=("system", "developer"))
+            if part.get("type") == "text" and isinstance(part.get("text"), str)
+        ]
+
+    def _content_parts(self, roles: tuple[str, ...] | None = None) -> list[dict[str, Any]]:
+        parts: list[dict[str, Any]] = []
+        for message in self.messages:
+            if roles is not None and message.get("role") not in roles:
+                continue
+            content = message.get("content")
+            if isinstance(content, str):
+                parts.append({"type": "text", "text": content})
+            elif isinstance(content, list):
+                parts.extend(p for p in content if isinstance(p, dict))
+        return parts
+
+
+def _decode_data_url(url: str) -> tuple[str, bytes]:
+    header, sep, payload = url.partition(",")
+    if not sep:
+        raise ValueError("data URL without a comma")
+    params = header[len("data:") :].split(";")
+    mime = params[0] or "text/plain"
+    if "base64" not in params[1:]:
+        return mime, payload.encode()
+    try:
+        return mime, base64.b64decode(payload, validate=True)
+    except binascii.Error as exc:
+        raise ValueError(f"invalid base64 in data URL: {exc}") from exc
+
+
+@dataclass
+class Reply:
+    """What the server sends back; body dicts are sent as JSON, None as an empty body."""
+
+    status: int = 200
+    body: dict[str, Any] | bytes | str | None = None
+    headers: dict[str, str] = field(default_factory=dict)
+    delay_seconds: float = 0.0
+    drop_connection: bool = False
+
+
+Responder = Callable[[ChatRequest], Reply]
+
+
+def completion(
+    content: str,
+    *,
+    model: str,
+    prompt_tokens: int,
+    completion_tokens: int,
+    finish_reason: str = "stop",
+) -> dict[str, Any]:
+    """Build a chat.completion response body with one assistant choice."""
+    return {
+        "id": f"chatcmpl-{uuid.uuid4().hex[:24]}",
+        "object": "chat.completion",
+        "created": int(time.time()),
+        "model": model,
+        "choices": [
+            {
+                "index": 0,
+                "message": {"role": "assistant", "content": content, "refusal": None},
+                "logprobs": None,
+                "finish_reason": finish_reason,
+            }
+        ],
+        "usage": {
+            "prompt_tokens": prompt_tokens,
+            "completion_tokens": completion_tokens,
+            "total_tokens": prompt_tokens + completion_tokens,
+        },
+    }
+
+
+def error_reply(
+    status: int,
+    message: str,
+    type_: str,
+    headers: dict[str, str] | None = None,
+    *,
+    code: str | None = None,
+) -> Reply:
+    """A Reply in OpenAI's error shape: {"error": {"message", "type", "param", "code"}}."""
+    body = {"error": {"message": message, "type": type_, "param": None, "code": code}}
+    return Reply(status=status, body=body, headers=dict(headers or {}))
+
+
+def estimate_prompt_tokens(request: ChatRequest) -> int:
+    """A plausible prompt-token count: one per 28x28 patch of each image, plus text and overhead."""
+    tokens = BASE_PROMPT_TOKENS + sum(len(t) for t in request.text_parts + request.system_texts) // 4
+    try:
+        images = request.images
+    except ValueError:
+        return tokens
+    for image in images:
+        size = _image_size(image.data)
+        if size is not None:
+            width, height = size
+            tokens += math.ceil(width / PATCH_SIZE) * math.ceil(height / PATCH_SIZE)
+    return tokens
+
+
+def _image_size(data: bytes) -> tuple[int, int] | None:
+    # Imported here so the server itself needs nothing beyond the standard library.
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(BytesIO(data)) as image:
+            return image.size
+    except (UnidentifiedImageError, OSError, ValueError):
+        return None
+
+
+def default_reply(request: ChatRequest) -> Reply:
+    """Answer with DEFAULT_ANSWER as JSON content and plausible usage."""
+    content = json.dumps(DEFAULT_ANSWER)
+    body = completion(
+        content,
+        model=request.model or DEFAULT_MODEL,
+        prompt_tokens=estimate_prompt_tokens(request),
+        completion_tokens=len(content) // 4,
+    )
+    return Reply(body=body)
+
+
+class ScriptedResponder:
+    """Replies from a FIFO of scripted replies, then from a default; thread-safe.
+
+    Items pushed may be Reply objects or callables taking the ChatRequest. `delay_seconds`
+    is added to every reply's own delay.
+    """
+
+    def __init__(
+        self,
+        default: Reply | Responder | None = None,
+        *,
+        delay_seconds: float = 0.0,
+    ) -> None:
+        self.default: Reply | Responder = default if default is not None else default_reply
+        self.delay_seconds = delay_seconds
+        self._queue: collections.deque[Reply | Responder] = collections.deque()
+        self._lock = threading.Lock()
+        self.calls = 0
+
+    def push(self, *replies: Reply | Responder) -> Self:
+        with self._lock:
+            self._queue.extend(replies)
+        return self
+
+    @property
+    def pending(self) -> int:
+        with self._lock:
+            return len(self._queue)
+
+    def __call__(self, request: ChatRequest) -> Reply:
+        with self._lock:
+            self.calls += 1
+            scripted = self._queue.popleft() if self._queue else self.default
+        reply = scripted if isinstance(scripted, Reply) else scripted(request)
+        if self.delay_seconds:
+            reply = replace(reply, delay_seconds=reply.delay_seconds + self.delay_seconds)
+        return reply
+
+
+class _Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"  # Keep-alive, as the openai client's connection pool expects.
+    server_version = "SightlineModelServer/1"
+    timeout = 60  # Idle keep-alive connections give up after this long.
+    server: _HTTPServer
+
+    def setup(self) -> None:
+        super().setup()
+        self.server.owner._track_connection(self.connection, add=True)
+
+    def finish(self) -> None:
+        try:
+            super().finish()
+        finally:
+            self.server.owner._track_connection(self.connection, add=False)
+
+    def do_GET(self) -> None:
+        self._handle()
+
+    def do_POST(self) -> None:
+        self._handle()
+
+    def log_message(self, format: str, *args: Any) -> None:
+        log.debug("%s - %s", self.address_string(), format % args)
+
+    def _handle(self) -> None:
+        owner = self.server.owner
+        path = self.path.split("?", 1)[0]
+        raw = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+        headers = Headers(self.headers.items())
+        try:
+            body = json.loads(raw) if raw else {}
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            body = None
+        request = ChatRequest(body if isinstance(body, dict) else {}, headers, path, self.command)
+        owner._record(request)
+        with owner._in_flight_guard():
+            reply = self._route(request, body)
+            if reply.delay_seconds > 0 and owner._stopping.wait(reply.delay_seconds):
+                reply = Reply(drop_connection=True)  # Shutting down: don't keep a client waiting.
+            try:
+                self._send(reply)
+            except (BrokenPipeError, ConnectionResetError):
+                # The client gave up first (e.g. its timeout was shorter than the delay).
+                self.close_connection = True
+                log.debug("client went away before the reply to %s", request.path)
+
+    def _route(self, request: ChatRequest, body: Any) -> Reply:
+        owner = self.server.owner
+        if request.method == "GET" and request.path in MODELS_PATHS:
+            data = [{"id": m, "object": "model", "created": 0, "owned_by": "sightline"} for m in owner.models]
+            return Reply(body={"object": "list", "data": data})
+        if request.method == "POST" and request.path in CHAT_PATHS:
+            if not isinstance(body, dict):
+                return error_reply(400, "Request body is not a JSON object.", "invalid_request_error")
+            try:
+                return owner.responder(request)
+            except Exception as exc:  # A broken responder must not kill the server thread.
+                log.exception("responder failed")
+                owner._record_error(exc)
+                return error_reply(500, f"Responder failed: {exc!r}", "server_error")
+        return error_reply(404, f"No route for {request.method} {request.path}.", "invalid_request_error")
+
+    def _send(self, reply: Reply) -> None:
+        if reply.drop_connection:
+            self.close_connection = True
+            with contextlib.suppress(OSError):  # The client may have gone already.
+                self.connection.shutdown(socket.SHUT_RDWR)
+            return
+        content_type, payload = _encode_body(reply.body)
+        headers = Headers({"Content-Type": content_type})
+        headers.update(Headers(reply.headers))
+        headers["Content-Length"] = str(len(payload))
+        headers.setdefault("x-request-id", f"req_{uuid.uuid4().hex[:16]}")
+        self.send_response(reply.status)
+        for key, value in headers.items():
+            self.send_header(key, value)
+        self.end_headers()
+        self.wfile.write(payload)
+        self.wfile.flush()
+
+
+def _encode_body(body: dict[str, Any] | bytes | str | None) -> tuple[str, bytes]:
+    if body is None:
+        return "application/json", b""
+    if isinstance(body, bytes):
+        return "application/octet-stream", body
+    if isinstance(body, str):
+        return "text/plain; charset=utf-8", body.encode()
+    return "application/json", json.dumps(body).encode()
+
+
+class _HTTPServer(ThreadingHTTPServer):
+    daemon_threads = True
+    request_queue_size = 128  # The default of 5 is too small for bursts of concurrent clients.
+
+    def __init__(self, address: tuple[str, int], owner: ModelServer) -> None:
+        self.owner = owner
+        super().__init__(address, _Handler)
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        # socketserver prints tracebacks to stderr; route them through logging instead.
+        log.debug("error while serving %s", client_address, exc_info=True)
+
+
+class ModelServer:
+    """Serve a responder as an OpenAI-compatible endpoint on a free loopback port.
+
+    Use as a context manager; `base_url` is what to pass to `OpenAI(base_url=...)`.
+    """
+
+    def __init__(
+        self,
+        responder: Responder,
+        *,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        models: Iterable[str] = (DEFAULT_MODEL,),
+    ) -> None:
+        self.responder = responder
+        self.models = list(models)
+        self._address = (host, port)
+        self._httpd: _HTTPServer | None = None
+        self._thread: threading.Thread | None = None
+        self._lock = threading.Lock()
+        self._requests: list[ChatRequest] = []
+        self._errors: list[BaseException] = []
+        self._connections: set[socket.socket] = set()
+        self._stopping = threading.Event()
+        self._in_flight = 0
+        self._max_in_flight = 0
+
+    def start(self) -> Self:
+        if self._httpd is not None:
+            return self
+        self._stopping.clear()
+        self._httpd = _HTTPServer(self._address, self)
+        self._thread = threading.Thread(
+            target=self._httpd.serve_forever,
+            kwargs={"poll_interval": 0.05},
+            name=f"model-server-{self.port}",
+            daemon=True,
+        )
+        self._thread.start()
+        return self
+
+    def close(self) -> None:
+        """Stop serving, wake delayed handlers and close open client connections."""
+        httpd, self._httpd = self._httpd, None
+        if httpd is None:
+            return
+        self._stopping.set()
+        httpd.shutdown()
+        httpd.server_close()
+        with self._lock:
+            connections = list(self._connections)
+        for conn in connections:
+            with contextlib.suppress(OSError):
+                conn.shutdown(socket.SHUT_RDWR)
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+            self._thread = None
+
+    def __enter__(self) -> Self:
+        return self.start()
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    @property
+    def port(self) -> int:
+        if self._httpd is None:
+            raise RuntimeError("ModelServer is not running")
+        return int(self._httpd.server_address[1])
+
+    @property
+    def url(self) -> str:
+        host = str(self._httpd.server_address[0]) if self._httpd is not None else "127.0.0.1"
+        if host in ("0.0.0.0", ""):  # Bound to every interface: loopback reaches it.
+            host = "127.0.0.1"
+        return f"http://{host}:{self.port}"
+
+    @property
+    def base_url(self) -> str:
+        return f"{self.url}/v1"
+
+    @property
+    def requests(self) -> list[ChatRequest]:
+        """A snapshot of every request received so far, in arrival order."""
+        with self._lock:
+            return list(self._requests)
+
+    @property
+    def chat_requests(self) -> list[ChatRequest]:
+        return [r for r in self.requests if r.path in CHAT_PATHS]
+
+    @property
+    def errors(self) -> list[BaseException]:
+        """Exceptions raised by the responder (each was answered with a 500)."""
+        with self._lock:
+            return list(self._errors)
+
+    @property
+    def in_flight(self) -> int:
+        with self._lock:
+            return self._in_flight
+
+    @property
+    def max_in_flight(self) -> int:
+        """The most requests that were being handled at the same time."""
+        with self._lock:
+            return self._max_in_flight
+
+    def reset(self) -> None:
+        """Forget recorded requests, errors and the in-flight high-water mark."""
+        with self._lock:
+            self._requests.clear()
+            self._errors.clear()
+            self._max_in_flight = self._in_flight
+
+    def _record(self, request: ChatRequest) -> None:
+        with self._lock:
+            self._requests.append(request)
+
+    def _record_error(self, exc: BaseException) -> None:
+        with self._lock:
+            self._errors.append(exc)
+
+    def _track_connection(self, conn: socket.socket, *, add: bool) -> None:
+        with self._lock:
+            if add:
+                self._connections.add(conn)
+            else:
+                self._connections.discard(conn)
+
+    @contextlib.contextmanager
+    def _in_flight_guard(self) -> Iterator[None]:
+        with self._lock:
+            self._in_flight += 1
+            self._max_in_flight = max(self._max_in_flight, self._in_flight)
+        try:
+            yield
+        finally:
+            with self._lock:
+                self._in_flight -= 1

@@ -1,0 +1,216 @@
+"""`make run`: the whole pipeline on this machine — emulated AWS from template.yaml, sample uploads, the real handler.
+
+No AWS account and no API key needed. With MODEL_API_KEY set, the model is whatever OpenAI-compatible
+provider MODEL_BASE_URL names (Novita by default); without one, an embedded loopback endpoint answers
+with real offline OCR and says plainly that no caption model is configured.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import logging
+import os
+import sys
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import boto3
+
+REGION = "us-east-1"
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@contextlib.contextmanager
+def emulated_aws() -> Iterator[str]:
+    """A moto server on loopback, with fake credentials so nothing can reach a real account."""
+    from moto.server import ThreadedMotoServer
+
+    logging.getLogger("werkzeug").setLevel(logging.ERROR)  # moto's per-request access log
+    port = _free_port()
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server.start()
+    endpoint = f"http://127.0.0.1:{port}"
+    os.environ.update(
+        AWS_ACCESS_KEY_ID="local",
+        AWS_SECRET_ACCESS_KEY="local",
+        AWS_SESSION_TOKEN="local",
+        AWS_DEFAULT_REGION=REGION,
+        AWS_REGION=REGION,
+        AWS_ENDPOINT_URL=endpoint,  # every boto3 client, the handler's included, goes to moto
+    )
+    os.environ.pop("AWS_PROFILE", None)
+    try:
+        yield endpoint
+    finally:
+        server.stop()
+
+
+@contextlib.contextmanager
+def model_endpoint() -> Iterator[tuple[str, str]]:
+    """(base URL, what it is): a real provider when a key is given, else the embedded OCR endpoint."""
+    if os.environ.get("MODEL_API_KEY"):
+        from sightline.settings import DEFAULT_MODEL_BASE_URL
+
+        url = os.environ.get("MODEL_BASE_URL") or DEFAULT_MODEL_BASE_URL
+        yield url, f"{url} (MODEL_API_KEY given)"
+        return
+    from devkit.model_server import ModelServer
+    from devkit.ocr_model import OcrResponder
+
+    with ModelServer(OcrResponder()) as server:
+        yield server.base_url, f"{server.base_url} (embedded offline OCR endpoint; no caption model configured)"
+
+
+def _subscribe_listener(session: boto3.session.Session, topic_arn: str) -> str:
+    """A queue subscribed to the results topic, standing in for a subscriber."""
+    sqs = session.client("sqs")
+    url = sqs.create_queue(QueueName="local-notification-listener")["QueueUrl"]
+    arn = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+    session.client("sns").subscribe(TopicArn=topic_arn, Protocol="sqs", Endpoint=arn)
+    return url
+
+
+def _read_notifications(session: boto3.session.Session, url: str) -> list[dict[str, Any]]:
+    sqs = session.client("sqs")
+    found = []
+    while messages := sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10).get("Messages", []):
+        for message in messages:
+            envelope = json.loads(message["Body"])
+            attributes = {k: v["Value"] for k, v in envelope.get("MessageAttributes", {}).items()}
+            found.append({"attributes": attributes, "message": json.loads(envelope["Message"])})
+            sqs.delete_message(QueueUrl=url, ReceiptHandle=message["ReceiptHandle"])
+    return found
+
+
+def _scan_records(session: boto3.session.Session, table: str) -> list[dict[str, Any]]:
+    from boto3.dynamodb.types import TypeDeserializer
+
+    deserializer = TypeDeserializer()
+    items = session.client("dynamodb").scan(TableName=table)["Items"]
+    return [{k: deserializer.deserialize(v) for k, v in item.items()} for item in items]
+
+
+def _queue_depth(session: boto3.session.Session, url: str) -> int:
+    attributes = session.client("sqs").get_queue_attributes(
+        QueueUrl=url, AttributeNames=["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"]
+    )["Attributes"]
+    return int(attributes["ApproximateNumberOfMessages"]) + int(attributes["ApproximateNumberOfMessagesNotVisible"])
+
+
+def _print_record(record: dict[str, Any], expected: str | None) -> None:
+    image = record.get("image", {})
+    usage = record.get("usage", {})
+    mark = "ok " if expected in (None, record["status"]) else "!! "
+    print(f"\n{mark}s3://{record['bucket']}/{record['key']}")
+    print(f"   status: {record['status']}" + (f" (expected {expected})" if expected else ""))
+    if record["status"] == "failed":
+        print(f"   error: {record['error_type']}: {record['error_message']}")
+    else:
+        print(f"   description: {record['description']}")
+        print(f"   alt_text: {record['alt_text']}")
+        text = record["text"].replace("\n", " | ")
+        print(f"   text ({'has text' if record['has_text'] else 'none'}): {text[:200]}")
+        print(f"   tags: {', '.join(record['tags'])}")
+    if image:
+        print(
+            f"   image: {image['format']} {image['original_width']}×{image['original_height']}"
+            f" → sent {image['sent_width']}×{image['sent_height']} ({record.get('detail_sent')}),"
+            f" {image['bytes_sent']:,} bytes base64, ≈{image['estimated_image_tokens']} image tokens"
+        )
+    if usage.get("model_calls"):
+        print(
+            f"   usage: {usage['prompt_tokens']} prompt + {usage['completion_tokens']} completion tokens"
+            f" in {usage['model_calls']} call(s), {record.get('model_latency_ms')} ms"
+        )
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--json", action="store_true", help="print records and notifications as JSON")
+    parser.add_argument("--verbose", action="store_true", help="show the function's structured logs")
+    args = parser.parse_args(argv)
+
+    os.environ.setdefault("POWERTOOLS_TRACE_DISABLED", "true")
+    os.environ.setdefault("POWERTOOLS_METRICS_DISABLED", "true")
+    os.environ["POWERTOOLS_LOG_LEVEL"] = "INFO" if args.verbose else "ERROR"
+
+    with emulated_aws() as endpoint, model_endpoint() as (model_url, model_label):
+        from devkit.lambda_emulator import QueueFeeder
+        from devkit.samples import build_samples
+        from devkit.stack import deploy_stack
+
+        session = boto3.session.Session(region_name=REGION)
+        started = time.perf_counter()
+        stack = deploy_stack(session, endpoint_url=endpoint)
+        print(f"AWS emulated by moto at {endpoint}: stack from template.yaml in {time.perf_counter() - started:.1f}s")
+        print(f"  bucket {stack.bucket}\n  table  {stack.table}\n  topic  {stack.topic_arn}")
+        print(f"Model: {model_url}")
+        print(f"  {model_label}")
+        listener = _subscribe_listener(session, stack.topic_arn)
+
+        # The function's environment exactly as template.yaml sets it, plus the local model endpoint.
+        os.environ.update(stack.function_environment)
+        os.environ["MODEL_BASE_URL"] = model_url
+        import app
+
+        samples = build_samples()
+        s3 = session.client("s3")
+        for sample in samples:
+            s3.put_object(Bucket=stack.bucket, Key=sample.key, Body=sample.body, ContentType=sample.content_type)
+        print(f"\nUploaded {len(samples)} samples; delivering their notifications through the queue to the handler…")
+
+        feeder = QueueFeeder(
+            session.client("sqs"),
+            stack.queue_url,
+            stack.queue_arn,
+            app.lambda_handler,
+            batch_size=stack.batch_size,
+            function_timeout=stack.function_timeout,
+        )
+        report = feeder.drain()
+        print(
+            f"{report.invocations} invocation(s), {report.messages} message(s),"
+            f" {report.failed_items} item failure(s); batch times: "
+            + ", ".join(f"{seconds:.2f}s" for seconds in report.batch_seconds)
+        )
+
+        records = {record["key"]: record for record in _scan_records(session, stack.table)}
+        notifications = _read_notifications(session, listener)
+        expected = {sample.key: sample.expect for sample in samples}
+        if args.json:
+            print(
+                json.dumps({"records": list(records.values()), "notifications": notifications}, default=str, indent=2)
+            )
+        else:
+            print("\nRecords in DynamoDB:")
+            for key in expected:
+                if key in records:
+                    _print_record(records[key], expected[key])
+                else:
+                    print(f"\n!! s3://{stack.bucket}/{key}\n   no record (expected {expected[key]})")
+            print("\nNotifications on SNS (via a subscribed queue):")
+            for notification in notifications:
+                message = notification["message"]
+                print(f"  {json.dumps(notification['attributes'])}  {message['key']}")
+
+        dead_letters = _queue_depth(session, stack.dlq_url)
+        mismatches = [key for key, status in expected.items() if records.get(key, {}).get("status") != status]
+        print(
+            f"\n{len(records)} records, {len(notifications)} notifications, {dead_letters} in the dead-letter queue;"
+            f" {len(expected) - len(mismatches)}/{len(expected)} samples ended as expected."
+        )
+        return 1 if mismatches or len(notifications) != len(records) else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

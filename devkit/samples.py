@@ -1,0 +1,161 @@
+"""Deterministic sample files (pure Pillow) for the local demo: good images and broken uploads."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from io import BytesIO
+from pathlib import Path
+from typing import Literal
+
+from PIL import Image, ImageDraw, ImageFont
+
+__all__ = [
+    "DOCUMENT_KEY",
+    "DOCUMENT_LINES",
+    "Sample",
+    "build_samples",
+    "document_image",
+    "font",
+    "write_samples",
+]
+
+Expect = Literal["succeeded", "failed"]
+
+# Space, parentheses, non-ASCII and "+" all need care when S3 URL-encodes keys in events.
+DOCUMENT_KEY = "inbox/Quarterly report (final) ü+1.png"
+DOCUMENT_SIZE = (1000, 1400)
+DOCUMENT_LINES: tuple[str, ...] = (
+    "Quarterly Report",
+    "Northwind Imaging Ltd",
+    "Revenue grew 12 percent this quarter",
+    "Invoice number 4821",
+    "Total due: 1,250.00 EUR",
+    "Thank you for your business",
+)
+
+
+@dataclass(frozen=True)
+class Sample:
+    """One demo object: its S3 key, bytes, declared content type and the expected pipeline outcome."""
+
+    key: str
+    body: bytes
+    content_type: str
+    expect: Expect
+    text: str = ""  # Text drawn into the image, one line per "\n" (ground truth for OCR).
+
+
+def font(size: int) -> ImageFont.FreeTypeFont:
+    """Pillow's bundled scalable font, so output is identical on every machine with this Pillow."""
+    return ImageFont.load_default(size=size)  # type: ignore[return-value]
+
+
+def document_image(lines: tuple[str, ...] = DOCUMENT_LINES, size: tuple[int, int] = DOCUMENT_SIZE) -> Image.Image:
+    """A white page with a title and lines of clear black text."""
+    page = Image.new("RGB", size, "white")
+    draw = ImageDraw.Draw(page)
+    y = 140
+    for index, line in enumerate(lines):
+        line_font = font(60 if index == 0 else 44)
+        draw.text((90, y), line, fill=(20, 20, 20), font=line_font)
+        y += 130 if index == 0 else 95
+    # A rule and a faint footer box make it look like a scanned form, not just text.
+    draw.line((90, 250, size[0] - 90, 250), fill=(120, 120, 120), width=3)
+    draw.rectangle((90, size[1] - 220, size[0] - 90, size[1] - 120), outline=(170, 170, 170), width=2)
+    return page
+
+
+def _png(image: Image.Image) -> bytes:
+    out = BytesIO()
+    image.save(out, format="PNG", optimize=False)
+    return out.getvalue()
+
+
+def _jpeg(image: Image.Image, **params: object) -> bytes:
+    out = BytesIO()
+    image.save(out, format="JPEG", quality=90, **params)
+    return out.getvalue()
+
+
+def _transparent_logo() -> Image.Image:
+    logo = Image.new("RGBA", (640, 320), (0, 0, 0, 0))
+    draw = ImageDraw.Draw(logo)
+    draw.ellipse((30, 40, 270, 280), fill=(230, 90, 30, 255))
+    draw.rounded_rectangle((110, 120, 190, 200), radius=18, fill=(255, 255, 255, 200))
+    draw.text((300, 115), "ACME", fill=(30, 60, 160, 255), font=font(96))
+    return logo
+
+
+def _upright_portrait() -> Image.Image:
+    """The scene as it should be displayed: an arrow pointing up with TOP above it."""
+    width, height = 600, 800
+    image = Image.new("RGB", (width, height), (235, 240, 250))
+    draw = ImageDraw.Draw(image)
+    draw.text((width // 2, 90), "TOP", fill=(200, 30, 30), font=font(110), anchor="mm")
+    centre = width // 2
+    draw.polygon([(centre, 190), (centre - 150, 400), (centre + 150, 400)], fill=(40, 110, 60))
+    draw.rectangle((centre - 55, 400, centre + 55, 700), fill=(40, 110, 60))
+    draw.text((width // 2, 750), "bottom", fill=(90, 90, 90), font=font(40), anchor="mm")
+    return image
+
+
+def _exif_rotated_jpeg() -> bytes:
+    # Orientation 6 means "rotate 90 degrees clockwise to display", so store the upright
+    # scene rotated 90 degrees counter-clockwise: landscape pixels, portrait when shown.
+    stored = _upright_portrait().transpose(Image.Transpose.ROTATE_90)
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    return _jpeg(stored, exif=exif)
+
+
+def _sunset() -> Image.Image:
+    width, height = 1200, 800
+    sky = Image.new("RGB", (width, height))
+    draw = ImageDraw.Draw(sky)
+    horizon = int(height * 0.62)
+    for y in range(horizon):
+        t = y / horizon
+        draw.line((0, y, width, y), fill=(int(60 + 195 * t), int(40 + 110 * t), int(120 - 60 * t)))
+    draw.ellipse((760, horizon - 170, 1000, horizon + 70), fill=(255, 200, 90))
+    # The sea is drawn after the sun so the sun sets behind the horizon.
+    for y in range(horizon, height):
+        t = (y - horizon) / (height - horizon)
+        draw.line((0, y, width, y), fill=(int(40 - 20 * t), int(50 - 20 * t), int(90 - 40 * t)))
+    for i, y in enumerate(range(horizon + 20, height - 40, 28)):
+        half = max(8, 110 - 9 * i)
+        draw.line((880 - half, y, 880 + half, y), fill=(240, 170, 90), width=4)
+    draw.polygon([(0, horizon), (220, 330), (430, horizon)], fill=(50, 40, 70))
+    draw.polygon([(300, horizon), (560, 280), (820, horizon)], fill=(70, 50, 80))
+    draw.rectangle((0, horizon, width, horizon + 6), fill=(255, 170, 80))
+    return sky
+
+
+_NOT_AN_IMAGE = (
+    b"<!DOCTYPE html>\n<html><head><title>403 Forbidden</title></head>\n"
+    b"<body><h1>Forbidden</h1><p>You don't have permission to access this resource.</p></body></html>\n"
+)
+
+
+def build_samples() -> list[Sample]:
+    """All demo samples, built in memory; the same bytes on every call."""
+    logo = _transparent_logo()
+    return [
+        Sample(DOCUMENT_KEY, _png(document_image()), "image/png", "succeeded", "\n".join(DOCUMENT_LINES)),
+        Sample("logos/transparent logo.png", _png(logo), "image/png", "succeeded", "ACME"),
+        Sample("photos/rotated-exif.jpg", _exif_rotated_jpeg(), "image/jpeg", "succeeded", "TOP\nbottom"),
+        Sample("photos/sunset.JPG", _jpeg(_sunset()), "image/jpeg", "succeeded"),
+        Sample("photos/not-really.jpg", _NOT_AN_IMAGE, "image/jpeg", "failed"),
+        Sample("photos/empty.png", b"", "image/png", "failed"),
+    ]
+
+
+def write_samples(directory: Path) -> list[Path]:
+    """Write every sample under `directory` at its key's path and return the paths."""
+    directory = Path(directory)
+    paths: list[Path] = []
+    for sample in build_samples():
+        path = directory / sample.key
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(sample.body)
+        paths.append(path)
+    return paths

@@ -1,0 +1,262 @@
+"""The loopback model server, driven by the real openai client: replies, errors, timeouts, concurrency."""
+
+from __future__ import annotations
+
+import base64
+import json
+import socket
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from io import BytesIO
+from typing import Any
+
+import openai
+import pytest
+from openai import OpenAI
+from PIL import Image
+
+from devkit.model_server import (
+    DEFAULT_ANSWER,
+    ChatRequest,
+    ModelServer,
+    Reply,
+    ScriptedResponder,
+    completion,
+    error_reply,
+)
+
+pytestmark = pytest.mark.integration
+
+ClientFactory = Callable[..., OpenAI]
+
+
+def _jpeg(width: int = 280, height: int = 140) -> bytes:
+    out = BytesIO()
+    Image.new("RGB", (width, height), (30, 120, 200)).save(out, format="JPEG")
+    return out.getvalue()
+
+
+def _messages(image: bytes, *, detail: str = "low", system: str | None = None) -> list[dict[str, Any]]:
+    url = "data:image/jpeg;base64," + base64.b64encode(image).decode()
+    user = {
+        "role": "user",
+        "content": [
+            {"type": "image_url", "image_url": {"url": url, "detail": detail}},
+            {"type": "text", "text": "Describe this image as JSON."},
+        ],
+    }
+    return ([{"role": "system", "content": system}] if system else []) + [user]
+
+
+@pytest.fixture
+def responder() -> ScriptedResponder:
+    return ScriptedResponder()
+
+
+@pytest.fixture
+def server(responder: ScriptedResponder) -> Iterator[ModelServer]:
+    with ModelServer(responder) as running:
+        yield running
+
+
+@pytest.fixture
+def make_client(server: ModelServer) -> Iterator[ClientFactory]:
+    clients: list[OpenAI] = []
+
+    def make(**options: Any) -> OpenAI:
+        settings: dict[str, Any] = {
+            "base_url": server.base_url,
+            "api_key": "sk-test",
+            "max_retries": 0,
+            "timeout": 10.0,
+        } | options
+        client = OpenAI(**settings)
+        clients.append(client)
+        return client
+
+    yield make
+    for client in clients:
+        client.close()
+
+
+def _ask(client: OpenAI, **overrides: Any) -> Any:
+    params: dict[str, Any] = {
+        "model": "vision-test",
+        "messages": _messages(_jpeg()),
+        "max_tokens": 300,
+        "temperature": 0,
+    }
+    return client.chat.completions.create(**(params | overrides))
+
+
+def test_happy_path_returns_parseable_json_and_usage(make_client: ClientFactory) -> None:
+    response = _ask(make_client())
+
+    assert json.loads(response.choices[0].message.content) == DEFAULT_ANSWER
+    assert response.choices[0].finish_reason == "stop"
+    assert response.model == "vision-test"
+    # 280x140 is 10x5 patches of 28 px, plus the base and the instruction text.
+    assert response.usage.prompt_tokens == 10 * 5 + 50 + len("Describe this image as JSON.") // 4
+    assert response.usage.total_tokens == response.usage.prompt_tokens + response.usage.completion_tokens
+
+
+def test_records_body_headers_images_and_texts(server: ModelServer, make_client: ClientFactory) -> None:
+    image = _jpeg(56, 28)
+    _ask(make_client(api_key="sk-secret"), messages=_messages(image, detail="high", system="Be terse."))
+
+    [request] = server.requests
+    assert request.path == "/v1/chat/completions"
+    assert request.headers["Authorization"] == "Bearer sk-secret"
+    assert request.headers["authorization"] == "Bearer sk-secret"
+    assert request.model == "vision-test"
+    assert request.body["max_tokens"] == 300
+    assert request.body["temperature"] == 0
+    assert request.images == [("high", image, "image/jpeg")]
+    assert request.text_parts == ["Describe this image as JSON."]
+    assert request.system_texts == ["Be terse."]
+
+
+def test_unversioned_path_and_models_list(server: ModelServer, make_client: ClientFactory) -> None:
+    client = make_client(base_url=server.url)  # Posts to /chat/completions.
+    _ask(client)
+    models = make_client().models.list()
+
+    assert [r.path for r in server.requests] == ["/chat/completions", "/v1/models"]
+    assert [m.id for m in models] == ["sightline-devkit"]
+
+
+def test_scripted_replies_are_fifo_then_default(responder: ScriptedResponder, make_client: ClientFactory) -> None:
+    first = completion('{"n": 1}', model="m", prompt_tokens=1, completion_tokens=1)
+    second = completion("not json", model="m", prompt_tokens=2, completion_tokens=3, finish_reason="length")
+    responder.push(Reply(body=first), lambda request: Reply(body=second))
+    client = make_client()
+
+    contents = [_ask(client).choices[0] for _ in range(3)]
+
+    assert [c.message.content for c in contents[:2]] == ['{"n": 1}', "not json"]
+    assert contents[1].finish_reason == "length"
+    assert json.loads(contents[2].message.content) == DEFAULT_ANSWER
+    assert responder.pending == 0
+    assert responder.calls == 3
+
+
+def test_429_with_retry_after_raises_rate_limit_error(responder: ScriptedResponder, make_client: ClientFactory) -> None:
+    responder.push(error_reply(429, "Rate limit reached", "requests", {"Retry-After": "7"}, code="rate_limit"))
+
+    with pytest.raises(openai.RateLimitError) as caught:
+        _ask(make_client())
+
+    assert caught.value.status_code == 429
+    assert caught.value.response.headers["retry-after"] == "7"
+    assert caught.value.body == {
+        "message": "Rate limit reached",
+        "type": "requests",
+        "param": None,
+        "code": "rate_limit",
+    }
+
+
+def test_429_is_retried_by_a_client_that_retries(
+    server: ModelServer, responder: ScriptedResponder, make_client: ClientFactory
+) -> None:
+    responder.push(error_reply(429, "slow down", "requests", {"retry-after-ms": "10"}))
+
+    response = _ask(make_client(max_retries=1))
+
+    assert json.loads(response.choices[0].message.content) == DEFAULT_ANSWER
+    assert len(server.chat_requests) == 2
+
+
+def test_500_raises_internal_server_error(responder: ScriptedResponder, make_client: ClientFactory) -> None:
+    responder.push(error_reply(500, "The server had an error", "server_error"))
+
+    with pytest.raises(openai.InternalServerError):
+        _ask(make_client())
+
+
+def test_delay_longer_than_client_timeout_raises_timeout(
+    responder: ScriptedResponder, make_client: ClientFactory
+) -> None:
+    responder.push(Reply(body=completion("late", model="m", prompt_tokens=1, completion_tokens=1), delay_seconds=5))
+
+    with pytest.raises(openai.APITimeoutError):
+        _ask(make_client(timeout=0.3))
+
+
+def test_dropped_connection_raises_connection_error(responder: ScriptedResponder, make_client: ClientFactory) -> None:
+    responder.push(Reply(drop_connection=True))
+
+    with pytest.raises(openai.APIConnectionError) as caught:
+        _ask(make_client())
+
+    assert not isinstance(caught.value, openai.APITimeoutError)
+
+
+def test_serves_concurrent_requests_in_parallel(
+    server: ModelServer, responder: ScriptedResponder, make_client: ClientFactory
+) -> None:
+    responder.delay_seconds = 1.0
+    client = make_client()
+
+    with ThreadPoolExecutor(max_workers=10) as pool:
+        responses = list(pool.map(lambda _: _ask(client), range(10)))
+
+    assert all(json.loads(r.choices[0].message.content) == DEFAULT_ANSWER for r in responses)
+    assert len(server.chat_requests) == 10
+    # Each request sleeps 1 s inside the server, so all 10 overlapped only if it is threaded.
+    assert server.max_in_flight == 10
+    assert server.in_flight == 0
+
+
+def test_responder_exception_becomes_500_and_is_recorded(make_client: ClientFactory) -> None:
+    def broken(request: ChatRequest) -> Reply:
+        raise RuntimeError("boom")
+
+    with ModelServer(broken) as broken_server:
+        with pytest.raises(openai.InternalServerError):
+            _ask(make_client(base_url=broken_server.base_url))
+        assert [str(e) for e in broken_server.errors] == ["boom"]
+
+
+def _raw(url: str, data: bytes | None = None) -> tuple[int, dict[str, Any]]:
+    request = urllib.request.Request(url, data=data, method="POST" if data is not None else "GET")
+    try:
+        with urllib.request.urlopen(request, timeout=5) as response:
+            return response.status, json.loads(response.read())
+    except urllib.error.HTTPError as error:
+        with error:
+            return error.code, json.loads(error.read())
+
+
+def test_bad_json_and_unknown_routes_get_openai_error_shape(server: ModelServer) -> None:
+    status, body = _raw(server.base_url + "/chat/completions", b"{not json")
+    assert status == 400
+    assert body["error"]["type"] == "invalid_request_error"
+
+    status, body = _raw(server.base_url + "/embeddings")
+    assert status == 404
+    assert set(body["error"]) == {"message", "type", "param", "code"}
+
+
+def test_close_wakes_delayed_handlers_and_frees_the_port(responder: ScriptedResponder) -> None:
+    responder.push(Reply(delay_seconds=30))
+    server = ModelServer(responder).start()
+    port = server.port
+    client = OpenAI(base_url=server.base_url, api_key="x", max_retries=0, timeout=60)
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        pending = pool.submit(_ask, client)
+        deadline = time.monotonic() + 5
+        while server.in_flight == 0 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        started = time.monotonic()
+        server.close()
+        with pytest.raises(openai.APIConnectionError):
+            pending.result(timeout=5)
+        assert time.monotonic() - started < 5
+    client.close()
+    server.close()  # A second close is a no-op.
+    with pytest.raises(OSError):
+        socket.create_connection(("127.0.0.1", port), timeout=1).close()

@@ -1,0 +1,70 @@
+"""The stack that devkit.stack deploys from template.yaml into a moto server: table, queues, notifications."""
+
+from __future__ import annotations
+
+import json
+from urllib.parse import unquote_plus
+
+import boto3
+import pytest
+
+from devkit.stack import StackResources, deploy_stack
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture
+def stack(aws: boto3.session.Session, moto_endpoint: str) -> StackResources:
+    return deploy_stack(aws, endpoint_url=moto_endpoint)
+
+
+def test_results_table_is_keyed_by_bucket_and_key(aws: boto3.session.Session, stack: StackResources) -> None:
+    table = aws.client("dynamodb").describe_table(TableName=stack.table)["Table"]
+
+    assert table["KeySchema"] == [
+        {"AttributeName": "bucket", "KeyType": "HASH"},
+        {"AttributeName": "key", "KeyType": "RANGE"},
+    ]
+    assert table["BillingModeSummary"]["BillingMode"] == "PAY_PER_REQUEST"
+    assert stack.function_environment["RESULTS_TABLE"] == stack.table
+    assert stack.function_environment["RESULTS_TOPIC_ARN"] == stack.topic_arn
+    assert "MODEL_API_KEY_SECRET_ARN" not in stack.function_environment
+
+
+def test_upload_queue_redrives_to_the_dead_letter_queue_and_outlasts_the_function(
+    aws: boto3.session.Session, stack: StackResources
+) -> None:
+    sqs = aws.client("sqs")
+    attributes = sqs.get_queue_attributes(QueueUrl=stack.queue_url, AttributeNames=["All"])["Attributes"]
+    redrive_policy = json.loads(attributes["RedrivePolicy"])
+    dead_letter_attributes = sqs.get_queue_attributes(QueueUrl=stack.dlq_url, AttributeNames=["All"])["Attributes"]
+
+    assert redrive_policy["deadLetterTargetArn"] == stack.dlq_arn
+    assert int(redrive_policy["maxReceiveCount"]) == stack.max_receive_count == 5
+    assert int(dead_letter_attributes["MessageRetentionPeriod"]) == 14 * 24 * 3600
+    # AWS guidance for SQS event sources: visibility timeout at least 6x the function timeout.
+    assert stack.function_timeout == 120
+    assert int(attributes["VisibilityTimeout"]) >= 6 * stack.function_timeout
+
+
+def test_upload_notification_reaches_the_queue(aws: boto3.session.Session, stack: StackResources) -> None:
+    key = "a b/ü+x.jpg"
+    aws.client("s3").put_object(Bucket=stack.bucket, Key=key, Body=b"\xff\xd8\xff not really a jpeg")
+
+    sqs = aws.client("sqs")
+    bodies = []
+    for _ in range(3):
+        messages = sqs.receive_message(QueueUrl=stack.queue_url, MaxNumberOfMessages=10, WaitTimeSeconds=1).get(
+            "Messages", []
+        )
+        bodies += [json.loads(message["Body"]) for message in messages]
+        if any("Records" in body for body in bodies):
+            break
+
+    # S3 confirms a new notification configuration with a test event, then reports the upload.
+    assert bodies[0]["Event"] == "s3:TestEvent"
+    records = [record for body in bodies for record in body.get("Records", [])]
+    assert len(records) == 1
+    assert records[0]["eventName"] == "ObjectCreated:Put"
+    assert records[0]["s3"]["bucket"]["name"] == stack.bucket
+    assert unquote_plus(records[0]["s3"]["object"]["key"]) == key
