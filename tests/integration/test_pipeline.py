@@ -343,3 +343,36 @@ def test_missing_table_setting_fails_at_cold_start(deployment: Deployment, funct
     monkeypatch.delenv("RESULTS_TABLE")
     with pytest.raises(SettingsError, match="RESULTS_TABLE"):
         app.lambda_handler({"Records": []}, FakeLambdaContext())
+
+
+@pytest.mark.parametrize(
+    ("secret_string", "expected_key"),
+    [("sk-plain-key", "sk-plain-key"), ('{"api_key": "sk-json-key", "unused_filler": "x"}', "sk-json-key")],
+)
+def test_deployed_key_comes_from_secrets_manager(
+    deployment: Deployment, function_env, model, monkeypatch, secret_string: str, expected_key: str
+) -> None:
+    # GIVEN the deployed configuration: a secret ARN instead of a plain key in the environment
+    arn = deployment.client("secretsmanager").create_secret(Name="model-key", SecretString=secret_string)["ARN"]
+    monkeypatch.delenv("MODEL_API_KEY")
+    monkeypatch.setenv("MODEL_API_KEY_SECRET_ARN", arn)
+    upload(deployment, "photos/keyed.jpg", encode(photo(300, 200), "JPEG"))
+    deliver(deployment)
+    assert deployment.record("photos/keyed.jpg")["status"] == "succeeded"
+    assert model.chat_requests[0].headers["authorization"] == f"Bearer {expected_key}"
+
+
+def test_secret_not_set_yet_is_a_configuration_error(deployment: Deployment, function_env, model, monkeypatch) -> None:
+    # GIVEN the secret as the template creates it, before the operator stored the key
+    arn = deployment.client("secretsmanager").create_secret(
+        Name="model-key", SecretString='{"api_key": "", "unused_filler": "abc"}'
+    )["ARN"]
+    monkeypatch.delenv("MODEL_API_KEY")
+    monkeypatch.setenv("MODEL_API_KEY_SECRET_ARN", arn)
+    upload(deployment, "photos/unkeyed.jpg", encode(photo(300, 200), "JPEG"))
+    report = deliver(deployment)
+    # THEN nothing is blamed on the image: the item is retried and parked in the DLQ for a redrive
+    assert model.chat_requests == []
+    assert deployment.record("photos/unkeyed.jpg") is None
+    assert report.failed_items == deployment.resources.max_receive_count
+    assert queue_depth(deployment, deployment.resources.dlq_url) == 1
