@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 export PYTHONPATH := $(CURDIR)/functions/describe_image:$(CURDIR)
 LAYER_DIR ?= $(CURDIR)/.build/layer
 
-.PHONY: help venv run test unit integration lint format validate layer build deploy ci clean
+.PHONY: help venv run test unit integration lint format validate layer build deploy bench ci clean
 
 help:
 	@echo "make run        the whole pipeline locally: moto (AWS) + sample uploads + the real handler"
@@ -14,6 +14,7 @@ help:
 	@echo "make validate   cfn-lint on template.yaml"
 	@echo "make layer      build the Lambda layer for arm64 / Python 3.13 into $(LAYER_DIR) (no Docker)"
 	@echo "make build      sam build (needs the SAM CLI; the layer builds with the same pip command)"
+	@echo "make bench      benchmarks that print figures (batch concurrency)"
 	@echo "make ci         what .ci/run runs: lint, validate, test"
 
 $(VENV)/.installed: requirements-dev.txt layers/runtime/requirements.txt constraints.txt
@@ -56,6 +57,9 @@ build:
 
 deploy: build
 	sam deploy --guided
+
+bench: venv
+	$(PY) -m benchmarks.batch $(ARGS)
 
 ci: lint validate test
 

@@ -142,7 +142,6 @@ def main(argv: list[str] | None = None) -> int:
 
     os.environ.setdefault("POWERTOOLS_TRACE_DISABLED", "true")
     os.environ.setdefault("POWERTOOLS_METRICS_DISABLED", "true")
-    os.environ["POWERTOOLS_LOG_LEVEL"] = "INFO" if args.verbose else "ERROR"
 
     with emulated_aws() as endpoint, model_endpoint() as (model_url, model_label):
         from devkit.lambda_emulator import QueueFeeder
@@ -161,6 +160,7 @@ def main(argv: list[str] | None = None) -> int:
         # The function's environment exactly as template.yaml sets it, plus the local model endpoint.
         os.environ.update(stack.function_environment)
         os.environ["MODEL_BASE_URL"] = model_url
+        os.environ["POWERTOOLS_LOG_LEVEL"] = "INFO" if args.verbose else "ERROR"
         import app
 
         samples = build_samples()
