@@ -40,7 +40,7 @@ integration: venv
 lint: venv
 	$(PY) -m ruff check .
 	$(PY) -m ruff format --check .
-	$(PY) -m mypy functions/describe_image devkit
+	$(PY) -m mypy functions/describe_image devkit benchmarks
 
 format: venv
 	$(PY) -m ruff check --fix .

@@ -45,14 +45,7 @@ def main(argv: list[str] | None = None) -> int:
         os.environ["POWERTOOLS_LOG_LEVEL"] = "ERROR"
         import app
 
-        feeder = QueueFeeder(
-            session.client("sqs"),
-            stack.queue_url,
-            stack.queue_arn,
-            app.lambda_handler,
-            batch_size=stack.batch_size,
-            function_timeout=stack.function_timeout,
-        )
+        feeder = QueueFeeder.for_stack(session.client("sqs"), stack, app.lambda_handler)
         feeder.drain()  # the s3:TestEvent
         s3 = session.client("s3")
         times = []

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import time
 import uuid
 from collections.abc import Callable
@@ -81,6 +82,18 @@ class QueueFeeder:
         self._batch_size = batch_size
         self._function_timeout = function_timeout
 
+    @classmethod
+    def for_stack(cls, sqs: Any, stack: Any, handler: Handler) -> QueueFeeder:
+        """A feeder for the uploads queue of a deployed stack, with the template's batch size and timeout."""
+        return cls(
+            sqs,
+            stack.queue_url,
+            stack.queue_arn,
+            handler,
+            batch_size=stack.batch_size,
+            function_timeout=stack.function_timeout,
+        )
+
     def deliver_once(self, report: DeliveryReport) -> int:
         response = self._sqs.receive_message(
             QueueUrl=self._queue_url,
@@ -122,3 +135,27 @@ class QueueFeeder:
                 idle += 1
                 time.sleep(0.05)
         return report
+
+
+def queue_depth(sqs: Any, url: str) -> int:
+    """Visible plus in-flight messages."""
+    attributes = sqs.get_queue_attributes(
+        QueueUrl=url, AttributeNames=["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"]
+    )["Attributes"]
+    return int(attributes["ApproximateNumberOfMessages"]) + int(attributes["ApproximateNumberOfMessagesNotVisible"])
+
+
+def read_sns_notifications(sqs: Any, url: str) -> list[dict[str, Any]]:
+    """Drain a queue subscribed to an SNS topic: each JSON message with its message attributes."""
+    found: list[dict[str, Any]] = []
+    while messages := sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10).get("Messages", []):
+        for message in messages:
+            envelope = json.loads(message["Body"])
+            found.append(
+                {
+                    "message": json.loads(envelope["Message"]),
+                    "attributes": {k: v["Value"] for k, v in envelope.get("MessageAttributes", {}).items()},
+                }
+            )
+            sqs.delete_message(QueueUrl=url, ReceiptHandle=message["ReceiptHandle"])
+    return found

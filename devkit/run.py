@@ -80,31 +80,12 @@ def _subscribe_listener(session: boto3.session.Session, topic_arn: str) -> str:
     return url
 
 
-def _read_notifications(session: boto3.session.Session, url: str) -> list[dict[str, Any]]:
-    sqs = session.client("sqs")
-    found = []
-    while messages := sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10).get("Messages", []):
-        for message in messages:
-            envelope = json.loads(message["Body"])
-            attributes = {k: v["Value"] for k, v in envelope.get("MessageAttributes", {}).items()}
-            found.append({"attributes": attributes, "message": json.loads(envelope["Message"])})
-            sqs.delete_message(QueueUrl=url, ReceiptHandle=message["ReceiptHandle"])
-    return found
-
-
 def _scan_records(session: boto3.session.Session, table: str) -> list[dict[str, Any]]:
     from boto3.dynamodb.types import TypeDeserializer
 
     deserializer = TypeDeserializer()
     items = session.client("dynamodb").scan(TableName=table)["Items"]
     return [{k: deserializer.deserialize(v) for k, v in item.items()} for item in items]
-
-
-def _queue_depth(session: boto3.session.Session, url: str) -> int:
-    attributes = session.client("sqs").get_queue_attributes(
-        QueueUrl=url, AttributeNames=["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"]
-    )["Attributes"]
-    return int(attributes["ApproximateNumberOfMessages"]) + int(attributes["ApproximateNumberOfMessagesNotVisible"])
 
 
 def _print_record(record: dict[str, Any], expected: str | None) -> None:
@@ -144,7 +125,7 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("POWERTOOLS_METRICS_DISABLED", "true")
 
     with emulated_aws() as endpoint, model_endpoint() as (model_url, model_label):
-        from devkit.lambda_emulator import QueueFeeder
+        from devkit.lambda_emulator import QueueFeeder, queue_depth, read_sns_notifications
         from devkit.samples import build_samples
         from devkit.stack import deploy_stack
 
@@ -169,14 +150,7 @@ def main(argv: list[str] | None = None) -> int:
             s3.put_object(Bucket=stack.bucket, Key=sample.key, Body=sample.body, ContentType=sample.content_type)
         print(f"\nUploaded {len(samples)} samples; delivering their notifications through the queue to the handler…")
 
-        feeder = QueueFeeder(
-            session.client("sqs"),
-            stack.queue_url,
-            stack.queue_arn,
-            app.lambda_handler,
-            batch_size=stack.batch_size,
-            function_timeout=stack.function_timeout,
-        )
+        feeder = QueueFeeder.for_stack(session.client("sqs"), stack, app.lambda_handler)
         report = feeder.drain()
         print(
             f"{report.invocations} invocation(s), {report.messages} message(s),"
@@ -185,7 +159,7 @@ def main(argv: list[str] | None = None) -> int:
         )
 
         records = {record["key"]: record for record in _scan_records(session, stack.table)}
-        notifications = _read_notifications(session, listener)
+        notifications = read_sns_notifications(session.client("sqs"), listener)
         expected = {sample.key: sample.expect for sample in samples}
         if args.json:
             print(
@@ -203,7 +177,7 @@ def main(argv: list[str] | None = None) -> int:
                 message = notification["message"]
                 print(f"  {json.dumps(notification['attributes'])}  {message['key']}")
 
-        dead_letters = _queue_depth(session, stack.dlq_url)
+        dead_letters = queue_depth(session.client("sqs"), stack.dlq_url)
         mismatches = [key for key, status in expected.items() if records.get(key, {}).get("status") != status]
         print(
             f"\n{len(records)} records, {len(notifications)} notifications, {dead_letters} in the dead-letter queue;"

@@ -79,23 +79,9 @@ class Deployment:
 
     def received_notifications(self) -> list[dict[str, Any]]:
         """Every notification delivered so far: the JSON message plus its message attributes."""
-        sqs = self.client("sqs")
-        found: list[dict[str, Any]] = []
-        while True:
-            messages = sqs.receive_message(
-                QueueUrl=self.notifications_url, MaxNumberOfMessages=10, WaitTimeSeconds=0
-            ).get("Messages", [])
-            if not messages:
-                return found
-            for message in messages:
-                envelope = json.loads(message["Body"])
-                found.append(
-                    {
-                        "message": json.loads(envelope["Message"]),
-                        "attributes": {k: v["Value"] for k, v in envelope.get("MessageAttributes", {}).items()},
-                    }
-                )
-                sqs.delete_message(QueueUrl=self.notifications_url, ReceiptHandle=message["ReceiptHandle"])
+        from devkit.lambda_emulator import read_sns_notifications
+
+        return read_sns_notifications(self.client("sqs"), self.notifications_url)
 
     def record(self, key: str) -> dict[str, Any] | None:
         from boto3.dynamodb.types import TypeDeserializer

@@ -11,7 +11,7 @@ import pytest
 from PIL import Image
 
 import app
-from devkit.lambda_emulator import DeliveryReport, FakeLambdaContext, QueueFeeder, lambda_sqs_event
+from devkit.lambda_emulator import DeliveryReport, FakeLambdaContext, QueueFeeder, lambda_sqs_event, queue_depth
 from devkit.model_server import Reply, completion, error_reply
 from sightline.imaging import MAX_BASE64_BYTES
 from tests.conftest import Deployment, load_event
@@ -33,23 +33,12 @@ def upload(deployment: Deployment, key: str, body: bytes) -> None:
 
 def deliver(deployment: Deployment, *, max_invocations: int = 50) -> DeliveryReport:
     """Feed the upload queue to the real handler as the SQS event source would."""
-    resources = deployment.resources
-    feeder = QueueFeeder(
-        deployment.client("sqs"),
-        resources.queue_url,
-        resources.queue_arn,
-        app.lambda_handler,
-        batch_size=resources.batch_size,
-        function_timeout=resources.function_timeout,
-    )
+    feeder = QueueFeeder.for_stack(deployment.client("sqs"), deployment.resources, app.lambda_handler)
     return feeder.drain(max_invocations=max_invocations)
 
 
-def queue_depth(deployment: Deployment, url: str) -> int:
-    attributes = deployment.client("sqs").get_queue_attributes(
-        QueueUrl=url, AttributeNames=["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"]
-    )["Attributes"]
-    return int(attributes["ApproximateNumberOfMessages"]) + int(attributes["ApproximateNumberOfMessagesNotVisible"])
+def depth(deployment: Deployment, url: str) -> int:
+    return queue_depth(deployment.client("sqs"), url)
 
 
 def answer(content: dict[str, Any] | str, **kwargs: Any) -> Reply:
@@ -120,7 +109,7 @@ def test_url_encoded_key_is_described_stored_and_notified(deployment: Deployment
     }
     # AND the message was deleted, nothing retried
     assert report.failed_items == 0
-    assert queue_depth(deployment, deployment.resources.queue_url) == 0
+    assert depth(deployment, deployment.resources.queue_url) == 0
 
 
 def test_png_with_alpha_is_flattened_on_white(deployment: Deployment, function_env, model) -> None:
@@ -170,8 +159,8 @@ def test_bad_input_ends_as_a_failed_record_and_is_not_retried(
     assert notification["attributes"]["status"] == "failed"
     assert notification["message"]["error_type"] == error_type
     assert report.failed_items == 0
-    assert queue_depth(deployment, deployment.resources.queue_url) == 0
-    assert queue_depth(deployment, deployment.resources.dlq_url) == 0
+    assert depth(deployment, deployment.resources.queue_url) == 0
+    assert depth(deployment, deployment.resources.dlq_url) == 0
 
 
 def test_object_over_the_size_limit_is_refused_before_download(
@@ -196,7 +185,7 @@ def test_model_rate_limit_is_retried_then_dead_lettered(deployment: Deployment, 
     assert len(model.chat_requests) == deployment.resources.max_receive_count
     assert deployment.record("photos/a.jpg") is None
     assert deployment.received_notifications() == []
-    assert queue_depth(deployment, deployment.resources.dlq_url) == 1
+    assert depth(deployment, deployment.resources.dlq_url) == 1
 
 
 def test_server_error_then_success_yields_one_record_and_one_notification(
@@ -267,7 +256,7 @@ def test_bad_api_key_is_a_configuration_error_not_the_images_fault(deployment: D
     report = deliver(deployment)
     assert report.failed_items == deployment.resources.max_receive_count
     assert deployment.record("photos/h.jpg") is None
-    assert queue_depth(deployment, deployment.resources.dlq_url) == 1
+    assert depth(deployment, deployment.resources.dlq_url) == 1
 
 
 def test_model_timeout_is_transient(deployment: Deployment, function_env, model, monkeypatch) -> None:
@@ -375,4 +364,4 @@ def test_secret_not_set_yet_is_a_configuration_error(deployment: Deployment, fun
     assert model.chat_requests == []
     assert deployment.record("photos/unkeyed.jpg") is None
     assert report.failed_items == deployment.resources.max_receive_count
-    assert queue_depth(deployment, deployment.resources.dlq_url) == 1
+    assert depth(deployment, deployment.resources.dlq_url) == 1
