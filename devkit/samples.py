@@ -7,15 +7,17 @@ from io import BytesIO
 from pathlib import Path
 from typing import Literal
 
-from PIL import Image, ImageDraw, ImageFont
+from PIL import Image, ImageDraw, ImageFilter, ImageFont
 
 __all__ = [
     "DOCUMENT_KEY",
     "DOCUMENT_LINES",
+    "SCAN_LINES",
     "Sample",
     "build_samples",
     "document_image",
     "font",
+    "scanned_page",
     "write_samples",
 ]
 
@@ -63,6 +65,36 @@ def document_image(lines: tuple[str, ...] = DOCUMENT_LINES, size: tuple[int, int
     draw.line((90, 250, size[0] - 90, 250), fill=(120, 120, 120), width=3)
     draw.rectangle((90, size[1] - 220, size[0] - 90, size[1] - 120), outline=(170, 170, 170), width=2)
     return page
+
+
+# An invoice with digits, punctuation and mixed case: the text a document-intake user needs verbatim.
+SCAN_LINES: tuple[str, ...] = (
+    "Invoice 2026-1187 issued on 14 November 2026",
+    "Bill to: Harbour Street Bakery, 12 Quay Road, Leith",
+    "Item 1: flour, 25 kg sacks x 12 at 18.40 each",
+    "Item 2: unsalted butter, 10 kg blocks x 6 at 54.10",
+    "Item 3: delivery and handling surcharge 35.00",
+    "Subtotal 580.40  VAT 20 percent 116.08",
+    "Total due within 30 days: 696.48 GBP",
+    "Payment reference HSB-7781, sort code 80-22-60",
+    "Questions? accounts@northwind.example or 0131 496 0000",
+    "Thank you for your continued business with us",
+)
+
+
+def scanned_page(text_px: int = 40, lines: tuple[str, ...] = SCAN_LINES) -> Image.Image:
+    """An A4 page scanned at 300 dpi (2480×3508): grey-tinted paper, sensor noise, slight blur.
+
+    40 px text is about 10 pt print at 300 dpi; 33 px about 8 pt.
+    """
+    size = (2480, 3508)
+    page = Image.new("L", size, 246)
+    draw = ImageDraw.Draw(page)
+    line_font = font(text_px)
+    for index, line in enumerate(lines):
+        draw.text((220, 300 + index * int(text_px * 2.2)), line, fill=25, font=line_font)
+    noisy = Image.blend(page, Image.effect_noise(size, 10), 0.06)
+    return noisy.filter(ImageFilter.GaussianBlur(0.6)).convert("RGB")
 
 
 def _png(image: Image.Image) -> bytes:
