@@ -159,3 +159,39 @@ def read_sns_notifications(sqs: Any, url: str) -> list[dict[str, Any]]:
             )
             sqs.delete_message(QueueUrl=url, ReceiptHandle=message["ReceiptHandle"])
     return found
+
+
+def s3_notification(
+    bucket: str,
+    key: str,
+    *,
+    event_name: str = "ObjectCreated:Put",
+    etag: str | None = None,
+    version_id: str | None = None,
+    size: int | None = None,
+    sequencer: str | None = None,
+    event_time: str = "2026-11-25T08:00:00.000Z",
+) -> dict[str, Any]:
+    """An S3 event notification as S3 writes it: the key URL-encoded, a sequencer per key."""
+    from urllib.parse import quote_plus
+
+    obj: dict[str, Any] = {"key": quote_plus(key, safe="/")}
+    for name, value in (("eTag", etag), ("versionId", version_id), ("size", size), ("sequencer", sequencer)):
+        if value is not None:
+            obj[name] = value
+    return {
+        "Records": [
+            {
+                "eventVersion": "2.1",
+                "eventSource": "aws:s3",
+                "awsRegion": "us-east-1",
+                "eventTime": event_time,
+                "eventName": event_name,
+                "s3": {
+                    "s3SchemaVersion": "1.0",
+                    "bucket": {"name": bucket, "arn": f"arn:aws:s3:::{bucket}"},
+                    "object": obj,
+                },
+            }
+        ]
+    }

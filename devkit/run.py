@@ -105,7 +105,7 @@ def _print_record(record: dict[str, Any], expected: str | None) -> None:
     if image:
         print(
             f"   image: {image['format']} {image['original_width']}×{image['original_height']}"
-            f" → sent {image['sent_width']}×{image['sent_height']} ({record.get('detail_sent')}),"
+            f" → sent {image['sent_width']}×{image['sent_height']} ({image.get('detail_sent')}),"
             f" {image['bytes_sent']:,} bytes base64, ≈{image['estimated_image_tokens']} image tokens"
         )
     if usage.get("model_calls"):

@@ -13,7 +13,7 @@ from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from sightline.composition import Runtime, get_runtime
-from sightline.errors import SightlineError
+from sightline.errors import ConfigurationError, SightlineError
 from sightline.events import ObjectEvent, parse_queue_message_body, parse_s3_notification
 from sightline.pipeline import Outcome
 
@@ -29,15 +29,22 @@ def _deadline(context: LambdaContext) -> float:
     return time.monotonic() + context.get_remaining_time_in_millis() / 1000 - SAFETY_MARGIN_SECONDS
 
 
+_OUTCOME_METRICS = {
+    "succeeded": "ImagesDescribed",
+    "failed": "ImagesFailed",
+    "deleted": "ObjectsDeleted",
+    "skipped": "ObjectsSkipped",
+    "stale": "StaleEvents",
+    "duplicate": "DuplicateDeliveries",
+}
+
+
 def _record_metrics(outcome: Outcome) -> None:
-    if outcome.status == "skipped":
-        metrics.add_metric(name="ObjectsSkipped", unit=MetricUnit.Count, value=1)
-        return
-    metrics.add_metric(
-        name="ImagesDescribed" if outcome.status == "succeeded" else "ImagesFailed", unit=MetricUnit.Count, value=1
-    )
+    metrics.add_metric(name=_OUTCOME_METRICS[outcome.status], unit=MetricUnit.Count, value=1)
+    if outcome.status == "succeeded" and (outcome.record or {}).get("cache_hit"):
+        metrics.add_metric(name="ContentCacheHits", unit=MetricUnit.Count, value=1)
     usage = outcome.usage
-    if usage.get("model_calls"):
+    if outcome.status in ("succeeded", "failed") and usage.get("model_calls"):
         metrics.add_metric(name="PromptTokens", unit=MetricUnit.Count, value=usage["prompt_tokens"])
         metrics.add_metric(name="CompletionTokens", unit=MetricUnit.Count, value=usage["completion_tokens"])
         metrics.add_metric(
@@ -51,8 +58,8 @@ def _log_outcome(outcome: Outcome) -> None:
         fields["error_type"] = outcome.reason
         fields["error_message"] = (outcome.record or {}).get("error_message")
         logger.warning("object failed permanently", extra=fields)
-    elif outcome.status == "skipped":
-        logger.info("object skipped", extra={**fields, "reason": outcome.reason})
+    elif outcome.status in ("skipped", "stale", "duplicate"):
+        logger.info(f"event {outcome.status}", extra={**fields, "reason": outcome.reason})
     else:
         fields["usage"] = outcome.usage
         logger.info("object described", extra=fields)
@@ -75,6 +82,9 @@ async def _process_events(runtime: Runtime, events: list[ObjectEvent], deadline:
                 extra={"bucket": event.bucket, "key": event.key, "error_type": error_type, "error": str(result)},
             )
             metrics.add_metric(name="TransientFailures", unit=MetricUnit.Count, value=1)
+            if isinstance(result, ConfigurationError):
+                # Our fault, not the image's: the ConfigurationErrors alarm pages someone.
+                metrics.add_metric(name="ConfigurationErrors", unit=MetricUnit.Count, value=1)
             first_error = first_error or result
             continue
         _record_metrics(result)

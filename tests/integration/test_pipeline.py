@@ -27,8 +27,10 @@ MODEL_JSON = {
 }
 
 
-def upload(deployment: Deployment, key: str, body: bytes) -> None:
-    deployment.client("s3").put_object(Bucket=deployment.resources.bucket, Key=key, Body=body)
+def upload(deployment: Deployment, key: str, body: bytes) -> str:
+    """Put an object; returns its ETag, as S3 puts it in the event."""
+    response = deployment.client("s3").put_object(Bucket=deployment.resources.bucket, Key=key, Body=body)
+    return str(response["ETag"]).strip('"')
 
 
 def deliver(deployment: Deployment, *, max_invocations: int = 50) -> DeliveryReport:
@@ -180,10 +182,11 @@ def test_model_rate_limit_is_retried_then_dead_lettered(deployment: Deployment, 
     upload(deployment, "photos/a.jpg", encode(photo(300, 200), "JPEG"))
     # WHEN SQS keeps redelivering the failed item
     report = deliver(deployment)
-    # THEN it is retried maxReceiveCount times and ends in the DLQ; no record claims it failed
+    # THEN it is retried maxReceiveCount times and ends in the DLQ; the record never says the image failed
     assert report.failed_items == deployment.resources.max_receive_count
     assert len(model.chat_requests) == deployment.resources.max_receive_count
-    assert deployment.record("photos/a.jpg") is None
+    record = deployment.record("photos/a.jpg")
+    assert record["status"] == "processing" and record["last_error_type"] == "ModelUnavailable"
     assert deployment.received_notifications() == []
     assert depth(deployment, deployment.resources.dlq_url) == 1
 
@@ -255,7 +258,8 @@ def test_bad_api_key_is_a_configuration_error_not_the_images_fault(deployment: D
     upload(deployment, "photos/h.jpg", encode(photo(300, 200), "JPEG"))
     report = deliver(deployment)
     assert report.failed_items == deployment.resources.max_receive_count
-    assert deployment.record("photos/h.jpg") is None
+    record = deployment.record("photos/h.jpg")
+    assert record["status"] == "processing" and record["last_error_type"] == "Configuration"
     assert depth(deployment, deployment.resources.dlq_url) == 1
 
 
@@ -273,7 +277,7 @@ def test_batch_records_are_described_concurrently(deployment: Deployment, functi
     model.responder.delay_seconds = 1.0
     deliver(deployment)  # consume the s3:TestEvent S3 sent when the notification was configured
     for index in range(10):
-        upload(deployment, f"batch/{index}.jpg", encode(photo(320, 240), "JPEG"))
+        upload(deployment, f"batch/{index}.jpg", encode(photo(320 + index, 240), "JPEG"))  # distinct contents
     # WHEN they arrive as one batch
     report = deliver(deployment)
     # THEN all ten model calls were in flight at once (the timing itself is printed by `make run`)
@@ -300,7 +304,8 @@ def test_direct_s3_invocation_with_the_event_file(deployment: Deployment, functi
     record = event["Records"][0]
     record["s3"]["bucket"]["name"] = deployment.resources.bucket
     record["s3"]["object"].pop("versionId")
-    upload(deployment, "photos/Summer trip (2026)/café résumé.jpg", encode(photo(300, 200), "JPEG"))
+    etag = upload(deployment, "photos/Summer trip (2026)/café résumé.jpg", encode(photo(300, 200), "JPEG"))
+    record["s3"]["object"]["eTag"] = etag
     deployment.received_notifications()
     result = app.lambda_handler(event, FakeLambdaContext())
     assert result == {"processed": [{"key": "photos/Summer trip (2026)/café résumé.jpg", "status": "succeeded"}]}
@@ -309,11 +314,14 @@ def test_direct_s3_invocation_with_the_event_file(deployment: Deployment, functi
 def test_test_event_and_multi_record_message(deployment: Deployment, function_env, model) -> None:
     sqs_event = load_event("sqs-test-event-and-multi-record.json")
     multi = json.loads(sqs_event["Records"][1]["body"])
-    for s3_record in multi["Records"]:
+    etags = [
+        upload(deployment, "inbox/a.png", encode(photo(200, 100), "PNG")),
+        upload(deployment, "inbox/b c.png", encode(photo(201, 100), "PNG")),
+    ]
+    for s3_record, etag in zip(multi["Records"], etags, strict=True):
         s3_record["s3"]["bucket"]["name"] = deployment.resources.bucket
+        s3_record["s3"]["object"]["eTag"] = etag
     sqs_event["Records"][1]["body"] = json.dumps(multi)
-    upload(deployment, "inbox/a.png", encode(photo(200, 100), "PNG"))
-    upload(deployment, "inbox/b c.png", encode(photo(200, 100), "PNG"))
     result = app.lambda_handler(sqs_event, FakeLambdaContext())
     assert result == {"batchItemFailures": []}
     assert deployment.record("inbox/a.png")["status"] == "succeeded"
@@ -362,6 +370,7 @@ def test_secret_not_set_yet_is_a_configuration_error(deployment: Deployment, fun
     report = deliver(deployment)
     # THEN nothing is blamed on the image: the item is retried and parked in the DLQ for a redrive
     assert model.chat_requests == []
-    assert deployment.record("photos/unkeyed.jpg") is None
+    record = deployment.record("photos/unkeyed.jpg")
+    assert record["status"] == "processing" and record["last_error_type"] == "Configuration"
     assert report.failed_items == deployment.resources.max_receive_count
     assert depth(deployment, deployment.resources.dlq_url) == 1

@@ -13,7 +13,7 @@ import boto3
 import openai
 from botocore.config import Config
 
-from sightline.adapters.dynamodb import DynamoDBResultStore
+from sightline.adapters.dynamodb import DynamoDBContentCache, DynamoDBResultStore
 from sightline.adapters.model import OpenAIVisionModel
 from sightline.adapters.s3 import S3ObjectStore
 from sightline.adapters.sns import SnsNotifier
@@ -82,10 +82,12 @@ def build_model_client(settings: Settings) -> openai.OpenAI:
 
 def build_pipeline(settings: Settings, session: boto3.session.Session | None = None) -> Pipeline:
     session = session or boto3.session.Session()
+    dynamodb = session.client("dynamodb", config=AWS_CLIENT_CONFIG)
     return Pipeline(
         settings=settings,
         objects=S3ObjectStore(session.client("s3", config=AWS_CLIENT_CONFIG)),
-        results=DynamoDBResultStore(session.client("dynamodb", config=AWS_CLIENT_CONFIG), settings.results_table),
+        results=DynamoDBResultStore(dynamodb, settings.results_table),
+        cache=DynamoDBContentCache(dynamodb, settings.content_cache_table) if settings.content_cache_table else None,
         notifier=SnsNotifier(session.client("sns", config=AWS_CLIENT_CONFIG), settings.results_topic_arn),
         model=OpenAIVisionModel(
             build_model_client(settings),

@@ -78,6 +78,15 @@ class TruncatedModelOutputError(InvalidModelOutputError):
     error_type = "TruncatedModelOutput"
 
 
+class ObjectChangedError(SightlineError):
+    """The object was overwritten after the event was sent (ETag no longer matches).
+
+    Neither the image's fault nor worth a retry: the newer version's own event will be applied.
+    """
+
+    error_type = "ObjectChanged"
+
+
 # --- Transient: fail the item so SQS redelivers it; after maxReceiveCount it lands in the DLQ.
 
 
@@ -97,6 +106,15 @@ class AwsThrottlingError(TransientError):
 
 class AwsUnavailableError(TransientError):
     error_type = "AwsUnavailable"
+
+
+class InProgressError(TransientError):
+    """Another delivery holds the claim on this object version (or on identical content) right now.
+
+    Retrying later finds its result instead of paying for the same description twice.
+    """
+
+    error_type = "InProgress"
 
 
 class ConfigurationError(TransientError):

@@ -39,6 +39,11 @@ class ObjectEvent:
         return self.event_name.startswith("ObjectCreated")
 
     @property
+    def is_removal(self) -> bool:
+        """Deletes, delete markers and lifecycle expirations."""
+        return self.event_name.startswith(("ObjectRemoved", "LifecycleExpiration"))
+
+    @property
     def uri(self) -> str:
         return f"s3://{self.bucket}/{self.key}"
 

@@ -16,6 +16,9 @@ NOTIFICATION_SCHEMA_VERSION = 1
 NOTIFICATION_EVENT = "sightline.image.processed"
 SUCCEEDED = "succeeded"
 FAILED = "failed"
+DELETED = "deleted"
+PROCESSING = "processing"  # claimed by a delivery; the other fields still describe the previous version
+TERMINAL = (SUCCEEDED, FAILED, DELETED)
 # SNS messages are capped at 256 KB; the full text always stays in the record.
 NOTIFICATION_TEXT_LIMIT = 64_000
 
@@ -78,7 +81,8 @@ def _object_item(event: ObjectEvent, facts: ObjectFacts | None) -> dict[str, Any
     }
 
 
-def _image_item(image: PreparedImage) -> dict[str, Any]:
+def image_item(image: PreparedImage) -> dict[str, Any]:
+    """The image facts stored in a record (and in the content cache, so a cache hit has them too)."""
     return {
         "format": image.source_format,
         "mode": image.source_mode,
@@ -88,6 +92,7 @@ def _image_item(image: PreparedImage) -> dict[str, Any]:
         "sent_height": image.sent_height,
         "bytes_sent": image.bytes_sent,
         "jpeg_quality": image.jpeg_quality,
+        "detail_sent": image.detail_sent,
         "budget": image.budget,
         "document_like": image.document_like,
         "exif_orientation": image.orientation,
@@ -105,10 +110,11 @@ def build_record(
     facts: ObjectFacts | None,
     model_id: str,
     detail: str,
-    image: PreparedImage | None,
+    image: dict[str, Any] | None,
     description: ImageDescription | None,
     usage: ModelUsage,
     error: SightlineError | None = None,
+    cache_hit: bool = False,
     processed_at: str | None = None,
 ) -> dict[str, Any]:
     """One record per object key: a success carries the model's fields, a failure its error type and message."""
@@ -117,6 +123,7 @@ def build_record(
         "key": event.key,
         "schema_version": RECORD_SCHEMA_VERSION,
         "status": FAILED if error else SUCCEEDED,
+        "cache_hit": cache_hit,
         "model_id": model_id,
         "detail": detail,
         "prompt_version": PROMPT_VERSION,
@@ -127,8 +134,7 @@ def build_record(
     if usage.model_calls:
         record["model_latency_ms"] = usage.latency_ms
     if image is not None:
-        record["image"] = _image_item(image)
-        record["detail_sent"] = image.detail_sent
+        record["image"] = image
     if description is not None and error is None:
         record.update(
             description=description.description,
@@ -144,6 +150,19 @@ def build_record(
         record["error_type"] = error.error_type
         record["error_message"] = error.message[:2000]
     return record
+
+
+def build_deleted_record(event: ObjectEvent, processed_at: str | None = None) -> dict[str, Any]:
+    """An object-removed event: the key's record says so, and keeps nothing of the deleted image."""
+    return {
+        "bucket": event.bucket,
+        "key": event.key,
+        "schema_version": RECORD_SCHEMA_VERSION,
+        "status": DELETED,
+        "has_text": False,
+        "object": _drop_none(_object_item(event, None)),
+        "processed_at": processed_at or utc_now_iso(),
+    }
 
 
 def build_notification(record: dict[str, Any], table: str) -> tuple[dict[str, Any], dict[str, str]]:
@@ -164,7 +183,8 @@ def build_notification(record: dict[str, Any], table: str) -> tuple[dict[str, An
             "text": text[:NOTIFICATION_TEXT_LIMIT] if record["status"] == SUCCEEDED else None,
             "text_truncated": len(text) > NOTIFICATION_TEXT_LIMIT if record["status"] == SUCCEEDED else None,
             "tags": record.get("tags"),
-            "model_id": record["model_id"],
+            "model_id": record.get("model_id"),
+            "cache_hit": record.get("cache_hit"),
             "error_type": record.get("error_type"),
             "error_message": record.get("error_message"),
             "processed_at": record["processed_at"],

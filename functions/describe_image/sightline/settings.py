@@ -12,6 +12,7 @@ from sightline.errors import SettingsError
 # The documented interface (README, template.yaml). Keep these names.
 RESULTS_TABLE = "RESULTS_TABLE"
 RESULTS_TOPIC_ARN = "RESULTS_TOPIC_ARN"
+CONTENT_CACHE_TABLE = "CONTENT_CACHE_TABLE"  # optional: without it identical bytes are described again
 MODEL_BASE_URL = "MODEL_BASE_URL"
 MODEL_ID = "MODEL_ID"
 IMAGE_DETAIL = "IMAGE_DETAIL"
@@ -35,6 +36,7 @@ DETAILS: tuple[Detail, ...] = ("low", "high", "auto")
 class Settings:
     results_table: str
     results_topic_arn: str
+    content_cache_table: str | None = None
     model_base_url: str = DEFAULT_MODEL_BASE_URL
     model_id: str = DEFAULT_MODEL_ID
     image_detail: Detail = "auto"
@@ -92,6 +94,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
     return Settings(
         results_table=_required(env, RESULTS_TABLE),
         results_topic_arn=_required(env, RESULTS_TOPIC_ARN),
+        content_cache_table=env.get(CONTENT_CACHE_TABLE, "").strip() or None,
         model_base_url=base_url.rstrip("/"),
         model_id=env.get(MODEL_ID, "").strip() or DEFAULT_MODEL_ID,
         image_detail=detail,
@@ -100,7 +103,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         object_key_suffixes=suffixes,
         max_object_bytes=_number(env, MAX_OBJECT_BYTES, 50 * 1024 * 1024, 1),
         max_image_pixels=_number(env, MAX_IMAGE_PIXELS, 100_000_000, 1),
-        model_timeout_seconds=_number(env, MODEL_TIMEOUT_SECONDS, 30.0, 1, float),
+        model_timeout_seconds=_number(env, MODEL_TIMEOUT_SECONDS, 30.0, 0.1, float),
         model_max_attempts=_number(env, MODEL_MAX_ATTEMPTS, 3, 1),
         model_max_output_tokens=_number(env, MODEL_MAX_OUTPUT_TOKENS, 1024, 64),
     )

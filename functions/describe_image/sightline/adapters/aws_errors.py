@@ -14,6 +14,7 @@ from sightline.errors import (
     AwsThrottlingError,
     AwsUnavailableError,
     ConfigurationError,
+    ObjectChangedError,
     ObjectNotFoundError,
     SightlineError,
 )
@@ -55,6 +56,8 @@ def translate_aws_error(exc: Exception, action: str) -> SightlineError:
         text = f"{action} failed: {code or status}: {exc.response.get('Error', {}).get('Message', '')}".rstrip(": ")
         if code in _THROTTLING or status == 429:
             return AwsThrottlingError(text)
+        if code == "PreconditionFailed" or status == 412:
+            return ObjectChangedError(text)
         if code in _NOT_FOUND:
             return ObjectNotFoundError(text)
         if code in _CONFIGURATION or status in (401, 403):

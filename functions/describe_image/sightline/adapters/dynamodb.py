@@ -1,24 +1,209 @@
-"""DynamoDB adapter: store one record per (bucket, key)."""
+"""DynamoDB adapters: the results table (one record per key, claimed by conditional writes) and the content cache."""
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
-from boto3.dynamodb.types import TypeSerializer
+from boto3.dynamodb.types import TypeDeserializer, TypeSerializer
 from botocore.exceptions import BotoCoreError, ClientError
 
 from sightline.adapters.aws_errors import translate_aws_error
+from sightline.errors import TransientError
+from sightline.events import ObjectEvent
+from sightline.pipeline import Claim
+from sightline.records import PROCESSING, TERMINAL
+
+_serializer = TypeSerializer()
+_deserializer = TypeDeserializer()
+
+# One delivery may apply an event when the key is new, when its event is newer than the one applied, or
+# when the same event's earlier claim was released or expired (a crashed or timed-out delivery).
+_CLAIM_CONDITION = (
+    "attribute_not_exists(order_key) OR order_key < :order"
+    " OR (order_key = :order AND #status = :processing AND claim_until < :now)"
+)
+
+
+def to_item(values: dict[str, Any]) -> dict[str, Any]:
+    return {name: _serializer.serialize(value) for name, value in values.items() if value is not None}
+
+
+def from_item(item: dict[str, Any]) -> dict[str, Any]:
+    return {name: _deserializer.deserialize(value) for name, value in item.items()}
+
+
+def _condition_failed(exc: ClientError) -> bool:
+    return exc.response.get("Error", {}).get("Code") == "ConditionalCheckFailedException"
+
+
+def conditional_write(client: Any, table_name: str, action: str, **request: Any) -> bool:
+    """A put/update/delete whose failed condition is an answer (False), not an error."""
+    try:
+        getattr(client, action)(TableName=table_name, **request)
+        return True
+    except ClientError as exc:
+        if _condition_failed(exc):
+            return False
+        raise translate_aws_error(exc, f"{action} {table_name}") from exc
+    except BotoCoreError as exc:
+        raise translate_aws_error(exc, f"{action} {table_name}") from exc
 
 
 class DynamoDBResultStore:
     def __init__(self, client: Any, table_name: str) -> None:
         self._client = client
         self._table_name = table_name
-        self._serializer = TypeSerializer()
 
-    def put(self, record: dict[str, Any]) -> None:
-        item = {name: self._serializer.serialize(value) for name, value in record.items() if value is not None}
+    def _write(self, action: str, **request: Any) -> bool:
+        return conditional_write(self._client, self._table_name, action, **request)
+
+    @staticmethod
+    def _key(bucket: str, key: str) -> dict[str, Any]:
+        return {"Key": to_item({"bucket": bucket, "key": key})}
+
+    def claim(
+        self, event: ObjectEvent, *, order: str, version: str, claim_id: str, until_ms: int, now_ms: int
+    ) -> Claim:
         try:
-            self._client.put_item(TableName=self._table_name, Item=item)
+            self._client.update_item(
+                TableName=self._table_name,
+                **self._key(event.bucket, event.key),
+                UpdateExpression=(
+                    "SET order_key = :order, version_token = :version, #status = :processing,"
+                    " claim_id = :claim, claim_until = :until, notified = :false"
+                ),
+                ConditionExpression=_CLAIM_CONDITION,
+                ExpressionAttributeNames={"#status": "status"},
+                ExpressionAttributeValues=to_item(
+                    {
+                        ":order": order,
+                        ":version": version,
+                        ":processing": PROCESSING,
+                        ":claim": claim_id,
+                        ":until": until_ms,
+                        ":now": now_ms,
+                        ":false": False,
+                    }
+                ),
+                ReturnValuesOnConditionCheckFailure="ALL_OLD",
+            )
+            return Claim("claimed")
+        except ClientError as exc:
+            if not _condition_failed(exc):
+                raise translate_aws_error(exc, f"UpdateItem {self._table_name}") from exc
+            current = from_item(exc.response.get("Item") or {}) or self._get(event.bucket, event.key)
+        except BotoCoreError as exc:
+            raise translate_aws_error(exc, f"UpdateItem {self._table_name}") from exc
+        if current is None or str(current.get("order_key", "")) < order:
+            return Claim("in_progress")  # changed between the write and the read: let the retry decide
+        if str(current["order_key"]) > order:
+            return Claim("stale", current)
+        if current.get("status") in TERMINAL:
+            return Claim("duplicate", current)
+        return Claim("in_progress", current)
+
+    def _get(self, bucket: str, key: str) -> dict[str, Any] | None:
+        try:
+            item = self._client.get_item(TableName=self._table_name, ConsistentRead=True, **self._key(bucket, key))
         except (ClientError, BotoCoreError) as exc:
-            raise translate_aws_error(exc, f"PutItem {self._table_name}") from exc
+            raise translate_aws_error(exc, f"GetItem {self._table_name}") from exc
+        return from_item(item["Item"]) if "Item" in item else None
+
+    def complete(self, record: dict[str, Any], claim_id: str) -> bool:
+        """Store the result only while this delivery still holds the claim; a newer event may have taken it."""
+        return self._write(
+            "put_item",
+            Item=to_item({**record, "claim_id": claim_id, "claim_until": 0}),
+            ConditionExpression="claim_id = :claim",
+            ExpressionAttributeValues=to_item({":claim": claim_id}),
+        )
+
+    def release(self, event: ObjectEvent, claim_id: str, error: TransientError) -> None:
+        """Give the claim back at once (the retry need not wait for it to expire) and say why."""
+        self._write(
+            "update_item",
+            **self._key(event.bucket, event.key),
+            UpdateExpression="SET claim_until = :zero, last_error_type = :type, last_error_message = :message",
+            ConditionExpression="claim_id = :claim",
+            ExpressionAttributeValues=to_item(
+                {":zero": 0, ":type": error.error_type, ":message": error.message[:1000], ":claim": claim_id}
+            ),
+        )
+
+    def claim_notification(self, record: dict[str, Any], until_ms: int, now_ms: int) -> bool:
+        """Only one delivery publishes for an applied event, even when duplicates run at the same time."""
+        return self._write(
+            "update_item",
+            **self._key(record["bucket"], record["key"]),
+            UpdateExpression="SET notify_until = :until",
+            ConditionExpression=(
+                "order_key = :order AND notified = :false AND (attribute_not_exists(notify_until) OR notify_until < :now)"
+            ),
+            ExpressionAttributeValues=to_item(
+                {":order": record["order_key"], ":false": False, ":until": until_ms, ":now": now_ms}
+            ),
+        )
+
+    def mark_notified(self, record: dict[str, Any], notified: bool) -> None:
+        self._write(
+            "update_item",
+            **self._key(record["bucket"], record["key"]),
+            UpdateExpression="SET notified = :notified, notify_until = :zero",
+            ConditionExpression="order_key = :order",
+            ExpressionAttributeValues=to_item({":notified": notified, ":zero": 0, ":order": record["order_key"]}),
+        )
+
+
+class DynamoDBContentCache:
+    """Descriptions by content (sha256 of the bytes, model, prompt version, detail), with a claim per content."""
+
+    def __init__(self, client: Any, table_name: str, ttl_seconds: int = 90 * 24 * 3600) -> None:
+        self._client = client
+        self._table_name = table_name
+        self._ttl_seconds = ttl_seconds
+
+    def _key(self, content_key: str) -> dict[str, Any]:
+        return {"Key": to_item({"content_key": content_key})}
+
+    def get(self, content_key: str) -> dict[str, Any] | None:
+        try:
+            item = self._client.get_item(TableName=self._table_name, ConsistentRead=True, **self._key(content_key))
+        except (ClientError, BotoCoreError) as exc:
+            raise translate_aws_error(exc, f"GetItem {self._table_name}") from exc
+        entry = from_item(item.get("Item") or {})
+        return entry if entry.get("state") == "ready" else None
+
+    def claim(self, content_key: str, claim_id: str, until_ms: int, now_ms: int) -> bool:
+        return conditional_write(
+            self._client,
+            self._table_name,
+            "update_item",
+            **self._key(content_key),
+            UpdateExpression="SET #state = :pending, claim_id = :claim, claim_until = :until",
+            ConditionExpression="attribute_not_exists(content_key) OR (#state = :pending AND claim_until < :now)",
+            ExpressionAttributeNames={"#state": "state"},
+            ExpressionAttributeValues=to_item(
+                {":pending": "pending", ":claim": claim_id, ":until": until_ms, ":now": now_ms}
+            ),
+        )
+
+    def put(self, content_key: str, entry: dict[str, Any]) -> None:
+        item = {
+            **entry,
+            "content_key": content_key,
+            "state": "ready",
+            "expires_at": int(time.time()) + self._ttl_seconds,
+        }
+        conditional_write(self._client, self._table_name, "put_item", Item=to_item(item))
+
+    def release(self, content_key: str, claim_id: str) -> None:
+        conditional_write(
+            self._client,
+            self._table_name,
+            "delete_item",
+            **self._key(content_key),
+            ConditionExpression="claim_id = :claim AND #state = :pending",
+            ExpressionAttributeNames={"#state": "state"},
+            ExpressionAttributeValues=to_item({":claim": claim_id, ":pending": "pending"}),
+        )

@@ -21,6 +21,8 @@ class S3ObjectStore:
         request: dict[str, Any] = {"Bucket": event.bucket, "Key": event.key}
         if event.version_id:
             request["VersionId"] = event.version_id  # the version the event is about, not whatever is newest
+        elif event.etag:
+            request["IfMatch"] = event.etag  # unversioned bucket: refuse bytes the event is not about
         try:
             response = self._client.get_object(**request)
         except (ClientError, BotoCoreError) as exc:

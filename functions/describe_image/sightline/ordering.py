@@ -1,0 +1,26 @@
+"""Event order and object-version identity, so an older event never overwrites a newer result."""
+
+from __future__ import annotations
+
+from sightline.events import ObjectEvent
+
+# S3 sequencers are hexadecimal strings of varying length; S3 documents comparing them by padding the
+# shorter with leading zeros. Padding to a fixed width makes DynamoDB's string comparison do exactly that.
+SEQUENCER_WIDTH = 32
+
+
+def version_token(event: ObjectEvent) -> str:
+    """One object version: its versionId in a versioned bucket, else its ETag."""
+    return event.version_id or (event.etag or "").strip('"') or "unknown"
+
+
+def order_key(event: ObjectEvent) -> str:
+    """A string that sorts like the events of one key happened.
+
+    With a sequencer (every real S3 event of a put or delete) the order is S3's own. Without one
+    (some emulators, hand-made events) the event time decides, to the millisecond, with the version
+    token breaking ties deterministically.
+    """
+    if event.sequencer:
+        return "s" + event.sequencer.strip().upper().rjust(SEQUENCER_WIDTH, "0")
+    return f"t{event.event_time}#{version_token(event)}"
