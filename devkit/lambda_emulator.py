@@ -61,8 +61,9 @@ class DeliveryReport:
 class QueueFeeder:
     """Poll a queue, invoke the handler with each batch, delete what succeeded.
 
-    Reported failures are made visible again at once (a real queue waits for the visibility timeout),
-    so redelivery, maxReceiveCount and the move to the dead-letter queue happen in seconds.
+    Reported failures become visible again after `retry_delay_seconds` (a real queue waits for the
+    visibility timeout, 6× the function timeout), so redelivery, maxReceiveCount and the move to the
+    dead-letter queue happen in seconds. Several feeders on one queue behave like concurrent instances.
     """
 
     def __init__(
@@ -74,6 +75,7 @@ class QueueFeeder:
         *,
         batch_size: int = 10,
         function_timeout: float = 120.0,
+        retry_delay_seconds: int = 0,
     ) -> None:
         self._sqs = sqs
         self._queue_url = queue_url
@@ -81,9 +83,10 @@ class QueueFeeder:
         self._handler = handler
         self._batch_size = batch_size
         self._function_timeout = function_timeout
+        self._retry_delay_seconds = retry_delay_seconds
 
     @classmethod
-    def for_stack(cls, sqs: Any, stack: Any, handler: Handler) -> QueueFeeder:
+    def for_stack(cls, sqs: Any, stack: Any, handler: Handler, *, retry_delay_seconds: int = 0) -> QueueFeeder:
         """A feeder for the uploads queue of a deployed stack, with the template's batch size and timeout."""
         return cls(
             sqs,
@@ -92,6 +95,7 @@ class QueueFeeder:
             handler,
             batch_size=stack.batch_size,
             function_timeout=stack.function_timeout,
+            retry_delay_seconds=retry_delay_seconds,
         )
 
     def deliver_once(self, report: DeliveryReport) -> int:
@@ -118,22 +122,26 @@ class QueueFeeder:
         for message in messages:
             if message["MessageId"] in failed:
                 self._sqs.change_message_visibility(
-                    QueueUrl=self._queue_url, ReceiptHandle=message["ReceiptHandle"], VisibilityTimeout=0
+                    QueueUrl=self._queue_url,
+                    ReceiptHandle=message["ReceiptHandle"],
+                    VisibilityTimeout=self._retry_delay_seconds,
                 )
             else:
                 self._sqs.delete_message(QueueUrl=self._queue_url, ReceiptHandle=message["ReceiptHandle"])
         return len(messages)
 
-    def drain(self, *, max_invocations: int = 200, idle_polls: int = 2) -> DeliveryReport:
-        """Deliver until the queue stays empty for `idle_polls` polls in a row."""
+    def drain(self, *, max_invocations: int = 200, idle_polls: int = 2, max_seconds: float = 300) -> DeliveryReport:
+        """Deliver until the queue holds nothing, visible or in flight, for `idle_polls` polls in a row."""
         report = DeliveryReport()
         idle = 0
-        while report.invocations < max_invocations and idle < idle_polls:
+        give_up = time.monotonic() + max_seconds
+        while report.invocations < max_invocations and idle < idle_polls and time.monotonic() < give_up:
             if self.deliver_once(report):
                 idle = 0
-            else:
-                idle += 1
-                time.sleep(0.05)
+                continue
+            # Messages waiting out a retry delay (or held by another feeder) are not done yet.
+            idle = idle + 1 if queue_depth(self._sqs, self._queue_url) == 0 else 0
+            time.sleep(0.05)
         return report
 
 

@@ -177,6 +177,7 @@ def build_notification(record: dict[str, Any], table: str) -> tuple[dict[str, An
             "key": record["key"],
             "version_id": record["object"].get("version_id"),
             "etag": record["object"].get("etag"),
+            "sequencer": record["object"].get("sequencer"),
             "has_text": record["has_text"],
             "description": record.get("description"),
             "alt_text": record.get("alt_text"),
