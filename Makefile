@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 export PYTHONPATH := $(CURDIR)/functions/describe_image:$(CURDIR)
 LAYER_DIR ?= $(CURDIR)/.build/layer
 
-.PHONY: help venv run test unit integration lint format validate layer build deploy bench ci clean
+.PHONY: help venv run test unit integration lint format validate layer build deploy bench redrive records ci clean
 
 help:
 	@echo "make run        the whole pipeline locally: moto (AWS) + sample uploads + the real handler"
@@ -15,6 +15,8 @@ help:
 	@echo "make layer      build the Lambda layer for arm64 / Python 3.13 into $(LAYER_DIR) (no Docker)"
 	@echo "make build      sam build (needs the SAM CLI; the layer builds with the same pip command)"
 	@echo "make bench      benchmarks that print figures (batch concurrency)"
+	@echo "make records   list records with their reasons (ARGS=\"--status processing\", --json, --stack-name NAME)"
+	@echo "make redrive   move the dead-letter queue back to the uploads queue (ARGS=\"--dry-run\")"
 	@echo "make ci         what .ci/run runs: lint, validate, test"
 
 $(VENV)/.installed: requirements-dev.txt layers/runtime/requirements.txt constraints.txt
@@ -40,7 +42,7 @@ integration: venv
 lint: venv
 	$(PY) -m ruff check .
 	$(PY) -m ruff format --check .
-	$(PY) -m mypy functions/describe_image devkit benchmarks
+	$(PY) -m mypy functions/describe_image devkit benchmarks scripts
 
 format: venv
 	$(PY) -m ruff check --fix .
@@ -60,6 +62,12 @@ deploy: build
 
 bench: venv
 	$(PY) -m benchmarks.batch $(ARGS)
+
+records: venv
+	$(PY) -m scripts.list_records $(ARGS)
+
+redrive: venv
+	$(PY) -m scripts.redrive_dlq $(ARGS)
 
 ci: lint validate test
 
