@@ -14,7 +14,7 @@ import warnings
 from dataclasses import dataclass
 from typing import Literal, NoReturn
 
-from PIL import Image, ImageChops, ImageCms, TiffImagePlugin, UnidentifiedImageError
+from PIL import Image, ImageChops, ImageCms, UnidentifiedImageError
 from pillow_heif import register_heif_opener
 
 from sightline.errors import (
@@ -22,7 +22,6 @@ from sightline.errors import (
     EmptyObjectError,
     ImageTooLargeError,
     NotAnImageError,
-    PermanentInputError,
     UnsupportedImageFormatError,
 )
 from sightline.settings import Detail
@@ -149,7 +148,6 @@ _UNSUPPORTED_IMAGES: tuple[tuple[bytes, int, str], ...] = (
     (b"\xc5\xd0\xd3\xc6", 0, "an EPS document"),
     (b"ftypcrx ", 4, "a Canon CR3 raw photo"),
     (b"ftypavif", 4, "an AVIF image (this build has no AVIF decoder)"),
-    (b"ftypheic", 4, "a HEIC image (this build has no HEIF decoder)"),
 )
 # Common files that are not images at all.
 _NON_IMAGES: tuple[tuple[bytes, int, str], ...] = (
@@ -235,27 +233,30 @@ def _reason(exc: BaseException) -> str:
     return (text or type(exc).__name__)[:200]
 
 
-def _bomb_error(exc: Image.DecompressionBombError) -> ImageTooLargeError:
+def _bomb_error(exc: Image.DecompressionBombError, max_pixels: int) -> ImageTooLargeError:
+    """Pillow's own hard limit tripped (about 179 million pixels): say it like our limit, before any decoding."""
     declared = re.search(r"\((\d+) pixels\)", str(exc))
     count = f"{int(declared[1]):,} pixels" if declared else "more pixels than can be decoded safely"
-    return ImageTooLargeError(f"the image's header declares {count}, far above the limit; it was not decoded")
+    return ImageTooLargeError(f"the image's header declares {count}, above the limit of {max_pixels:,}; not decoded")
 
 
-def _open(data: bytes) -> Image.Image:
+def _open(data: bytes, max_pixels: int) -> Image.Image:
     signature = _image_signature(data)
     if signature is None:
         _refuse_non_image(data)
     name = FORMAT_NAMES[signature]
+    article = "an" if name in ("AVIF", "MPO (JPEG)") else "a"
     try:
         return Image.open(io.BytesIO(data), formats=ACCEPTED_FORMATS)
     except Image.DecompressionBombError as exc:
-        raise _bomb_error(exc) from None
+        raise _bomb_error(exc, max_pixels) from None
     except UnidentifiedImageError:
-        raise CorruptImageError(f"the object starts like a {name} image, but its header is damaged") from None
+        raise CorruptImageError(f"the object starts like {article} {name} image, but its header is damaged") from None
     except MemoryError:
         raise ImageTooLargeError(f"the {name} header asks for more memory than is available") from None
-    # Decoders meet hostile bytes with a wide, undocumented range of exceptions (see the fuzz tests): all of them
-    # mean the file is damaged, never that retrying could help.
+    # Decoders meet hostile bytes with a wide, undocumented range of exceptions (the fuzz tests saw OSError,
+    # ValueError, SyntaxError, EOFError, RuntimeError from libavif/libheif, IndexError from GIF frame parsing):
+    # all of them mean the file is damaged, never that retrying could help.
     except Exception as exc:
         raise CorruptImageError(f"the {name} header cannot be read ({_reason(exc)})") from None
 
@@ -288,7 +289,7 @@ def _check_jpeg_scans(data: bytes) -> None:
         )
 
 
-def _decode(img: Image.Image, source_format: str, detail: Detail) -> None:
+def _decode(img: Image.Image, source_format: str, detail: Detail, max_pixels: int) -> None:
     """Load the pixels of the first frame (HEIF: the primary image), where Image.open left every plugin."""
     name = FORMAT_NAMES.get(source_format, source_format)
     try:
@@ -298,19 +299,21 @@ def _decode(img: Image.Image, source_format: str, detail: Detail) -> None:
             img.draft(None, _target_size(img.width, img.height, largest))
         img.load()
     except Image.DecompressionBombError as exc:
-        raise _bomb_error(exc) from None
+        raise _bomb_error(exc, max_pixels) from None
     except MemoryError:
         raise ImageTooLargeError(f"the {name} image needs more memory to decode than is available") from None
     except Exception as exc:  # see _open: any decoder failure is the file's
+        if "Security limit exceeded" in str(exc):  # libheif refuses sizes its header understated, before decoding
+            raise ImageTooLargeError(f"the {name} image exceeds the decoder's size limits ({_reason(exc)})") from None
         raise CorruptImageError(f"the {name} image data is truncated or corrupt ({_reason(exc)})") from None
 
 
 def _exif_orientation(img: Image.Image) -> int:
     """EXIF orientation 1–8 of the loaded image; 1 when absent or unreadable (bad metadata keeps the pixels)."""
+    # Read after load: PNG may keep eXIf after the pixels. Decoders that orient the pixels themselves (TIFF in
+    # Pillow, HEIF/HEIC in libheif) have removed the tag by then, so nothing is rotated twice.
     try:
-        # TIFF keeps it in the image's own IFD, which getexif() no longer reads once the pixels are loaded.
-        tags = img.tag_v2 if isinstance(img, TiffImagePlugin.TiffImageFile) else img.getexif()
-        value = tags.get(_EXIF_ORIENTATION, 1)
+        value = img.getexif().get(_EXIF_ORIENTATION, 1)
     except Exception:  # EXIF parsers raise anything on damaged metadata
         return 1
     return value if isinstance(value, int) and value in _ORIENTATION_TRANSPOSE else 1
@@ -363,11 +366,11 @@ def _deep_to_l(img: Image.Image) -> Image.Image:
         scale, offset = 255.0 / 65535.0, 0.0
     else:
         low, high = _finite_extrema(img)
-        if 0 <= low and 0 < high <= 1.0:
+        if low >= 0 and 0 < high <= 1.0:
             scale, offset = 255.0, 0.0  # normalised float data
-        elif 0 <= low and high <= 255:
+        elif low >= 0 and high <= 255:
             scale, offset = 1.0, 0.0
-        elif 0 <= low and high <= 65535:
+        elif low >= 0 and high <= 65535:
             scale, offset = 255.0 / 65535.0, 0.0
         else:
             span = (high - low) or 1.0
@@ -458,14 +461,14 @@ def prepare_image(data: bytes, detail: Detail, *, max_pixels: int) -> PreparedIm
     """Decode, orient, flatten, downscale to the detail's pixel budget and encode a JPEG under 1 MB of base64."""
     if not data:
         raise EmptyObjectError("the object is empty (0 bytes)")
-    img = _open(data)
+    img = _open(data, max_pixels)
     source_format = img.format or "UNKNOWN"
     source_mode = img.mode
     stored_width, stored_height = img.size
     _check_dimensions(stored_width, stored_height, max_pixels)
     if source_format in ("JPEG", "MPO"):
         _check_jpeg_scans(data)
-    _decode(img, source_format, detail)
+    _decode(img, source_format, detail, max_pixels)
     orientation = _exif_orientation(img)
     icc = img.info.get("icc_profile")
     try:

@@ -1,0 +1,1 @@
+"""Developer scripts (importable from the tests)."""
