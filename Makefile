@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 export PYTHONPATH := $(CURDIR)/functions/describe_image:$(CURDIR)
 LAYER_DIR ?= $(CURDIR)/.build/layer
 
-.PHONY: help venv run test unit integration lint format validate layer build deploy bench redrive records ci clean
+.PHONY: help venv run test unit integration lint format validate layer build deploy bench bench-prepare bench-batch redrive records ci clean
 
 help:
 	@echo "make run        the whole pipeline locally: moto (AWS) + sample uploads + the real handler"
@@ -14,7 +14,7 @@ help:
 	@echo "make validate   cfn-lint on template.yaml"
 	@echo "make layer      build the Lambda layer for arm64 / Python 3.13 into $(LAYER_DIR) (no Docker)"
 	@echo "make build      sam build (needs the SAM CLI; the layer builds with the same pip command)"
-	@echo "make bench      benchmarks that print figures (batch concurrency)"
+	@echo "make bench      benchmarks that print figures: image preparation vs libvips and naive Pillow, batch concurrency"
 	@echo "make records   list records with their reasons (ARGS=\"--status processing\", --json, --stack-name NAME)"
 	@echo "make redrive   move the dead-letter queue back to the uploads queue (ARGS=\"--dry-run\")"
 	@echo "make ci         what .ci/run runs: lint, validate, test"
@@ -60,8 +60,17 @@ build:
 deploy: build
 	sam deploy --guided
 
-bench: venv
-	$(PY) -m benchmarks.batch $(ARGS)
+$(VENV)/.bench-installed: $(VENV)/.installed requirements-bench.txt
+	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements-bench.txt -c constraints.txt
+	touch $@
+
+bench: bench-prepare bench-batch
+
+bench-prepare: $(VENV)/.bench-installed
+	$(PY) -m benchmarks.prepare $(ARGS)
+
+bench-batch: venv
+	$(PY) -m benchmarks.batch
 
 records: venv
 	$(PY) -m scripts.list_records $(ARGS)

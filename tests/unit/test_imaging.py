@@ -10,8 +10,9 @@ import zipfile
 import zlib
 
 import pytest
-from PIL import Image, ImageChops, ImageCms, PngImagePlugin
+from PIL import Image, ImageChops, ImageCms, ImageDraw, PngImagePlugin
 
+from devkit.samples import font, scanned_page
 from sightline.errors import (
     CorruptImageError,
     EmptyObjectError,
@@ -19,7 +20,7 @@ from sightline.errors import (
     NotAnImageError,
     UnsupportedImageFormatError,
 )
-from sightline.imaging import BUDGETS, MAX_BASE64_BYTES, estimate_image_tokens, prepare_image
+from sightline.imaging import BUDGETS, MAX_BASE64_BYTES, estimate_image_tokens, looks_like_document, prepare_image
 from tests.unit.images import decode, encode, page, photo
 
 pytestmark = [
@@ -633,3 +634,32 @@ def test_an_image_whose_metadata_mentions_svg_is_still_an_image() -> None:
     info = PngImagePlugin.PngInfo()
     info.add_text("Source", "<svg xmlns='http://www.w3.org/2000/svg'/>")
     assert_quadrants(prepared(encode(quadrants(), "PNG", pnginfo=info))[1])
+
+
+def _ui_screenshot(background: tuple[int, int, int], ink: tuple[int, int, int]) -> Image.Image:
+    shot = Image.new("RGB", (1600, 1000), background)
+    draw = ImageDraw.Draw(shot)
+    for row in range(12):
+        draw.text((60, 120 + row * 60), f"def function_{row}(argument): return value", fill=ink, font=font(26))
+    return shot
+
+
+def _flat_shapes(background: tuple[int, int, int], shape: tuple[int, int, int]) -> Image.Image:
+    image = Image.new("RGB", (1600, 1200), background)
+    ImageDraw.Draw(image).ellipse((500, 300, 1100, 900), fill=shape)
+    return image
+
+
+@pytest.mark.parametrize(
+    ("name", "make", "expected"),
+    [
+        ("8 pt scan", lambda: scanned_page(28), True),
+        ("light screenshot", lambda: _ui_screenshot((245, 246, 248), (30, 30, 30)), True),
+        ("dark-mode screenshot", lambda: _ui_screenshot((20, 22, 26), (220, 220, 220)), True),
+        ("photo", lambda: photo(1600, 1200), False),
+        ("product on white", lambda: _flat_shapes((250, 250, 250), (200, 40, 40)), False),
+        ("moon at night", lambda: _flat_shapes((10, 10, 20), (250, 250, 230)), False),
+    ],
+)
+def test_document_detection(name: str, make, expected: bool) -> None:
+    assert looks_like_document(make()) is expected, name

@@ -14,7 +14,7 @@ import warnings
 from dataclasses import dataclass
 from typing import Literal, NoReturn
 
-from PIL import Image, ImageChops, ImageCms, UnidentifiedImageError
+from PIL import Image, ImageChops, ImageCms, ImageFilter, UnidentifiedImageError
 from pillow_heif import register_heif_opener
 
 from sightline.errors import (
@@ -437,21 +437,30 @@ def _convert_icc_to_srgb(img: Image.Image, icc: object) -> Image.Image:
 
 
 def looks_like_document(img: Image.Image) -> bool:
-    """Dark marks on a light, mostly flat background: a page, a receipt, a screenshot of text."""
-    probe = img.convert("L")
-    probe.thumbnail((768, 768), Image.Resampling.BOX)  # large enough that thin strokes stay dark
+    """Marks on a flat, light (or dark) background, drawn with sharp edges: a page, a receipt, a screenshot.
+
+    Measured on a box-reduced copy of at most ~768 px: the share of background pixels, and how much of
+    what is not background is edge. Text is nearly all edge (ratio above 1); a product shot on white or a
+    bright sky above a building is flat inside its shapes (ratio below 0.15).
+    """
+    factor = max(1, math.ceil(max(img.size) / 768))
+    probe = (img.reduce(factor) if factor > 1 else img).convert("L")
     histogram = probe.histogram()
     total = sum(histogram) or 1
-    background = sum(histogram[200:]) / total
-    ink = sum(histogram[:140]) / total
-    return background >= 0.6 and 0.003 <= ink <= 0.35
+    background = max(sum(histogram[200:]), sum(histogram[:56])) / total  # light paper or dark mode
+    if background < 0.6:
+        return False
+    edges = probe.filter(ImageFilter.FIND_EDGES).histogram()
+    strong_edges = sum(edges[48:]) / total
+    return strong_edges >= 0.01 and strong_edges / max(1 - background, 1e-6) >= 0.3
 
 
 def _encode(img: Image.Image, subsampling: str) -> tuple[bytes, int]:
     """The highest quality of the ladder whose base64 fits; (b'', 0) when none does."""
     for quality in JPEG_QUALITIES:
         buffer = io.BytesIO()
-        img.save(buffer, format="JPEG", quality=quality, optimize=True, subsampling=subsampling)
+        # No optimize=True: it halves encoding speed for 2–5% fewer bytes, and bytes are not what is billed.
+        img.save(buffer, format="JPEG", quality=quality, subsampling=subsampling)
         if 4 * math.ceil(buffer.tell() / 3) < MAX_BASE64_BYTES:
             return buffer.getvalue(), quality
     return b"", 0
@@ -466,8 +475,8 @@ def prepare_image(data: bytes, detail: Detail, *, max_pixels: int) -> PreparedIm
     source_mode = img.mode
     stored_width, stored_height = img.size
     _check_dimensions(stored_width, stored_height, max_pixels)
-    if source_format in ("JPEG", "MPO"):
-        _check_jpeg_scans(data)
+    if source_format in ("JPEG", "MPO") and img.info.get("progressive"):
+        _check_jpeg_scans(data)  # only progressive decoding makes a pass over the image per scan
     _decode(img, source_format, detail, max_pixels)
     orientation = _exif_orientation(img)
     icc = img.info.get("icc_profile")
@@ -482,8 +491,10 @@ def prepare_image(data: bytes, detail: Detail, *, max_pixels: int) -> PreparedIm
     budget_name: BudgetName
     budget_name = ("high" if document_like else "standard") if detail == "auto" else detail
     detail_sent: Detail = detail if detail != "auto" else ("high" if document_like else "auto")
-    # Text in colour loses legibility with 4:2:0 chroma subsampling; photos do not.
+    # Text in colour loses legibility with 4:2:0 chroma subsampling; photos do not. Likewise text keeps
+    # Lanczos after a gentle box reduction; photos lose nothing visible to a shorter filter, at half the cost.
     subsampling = "4:4:4" if document_like else "4:2:0"
+    resample, reducing_gap = (Image.Resampling.LANCZOS, 2.0) if document_like else (Image.Resampling.HAMMING, 1.25)
 
     budget = BUDGETS[budget_name]
     jpeg, quality = b"", 0
@@ -491,7 +502,7 @@ def prepare_image(data: bytes, detail: Detail, *, max_pixels: int) -> PreparedIm
         width, height = _target_size(pixels.width, pixels.height, budget)
         resized = pixels
         if (width, height) != pixels.size:
-            resized = pixels.resize((width, height), Image.Resampling.LANCZOS, reducing_gap=3.0)
+            resized = pixels.resize((width, height), resample, reducing_gap=reducing_gap)
         if orientation in _ORIENTATION_TRANSPOSE:
             resized = resized.transpose(_ORIENTATION_TRANSPOSE[orientation])
         jpeg, quality = _encode(resized, subsampling)
