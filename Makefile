@@ -19,7 +19,7 @@ help:
 	@echo "make redrive   move the dead-letter queue back to the uploads queue (ARGS=\"--dry-run\")"
 	@echo "make ci         what .ci/run runs: lint, validate, test"
 
-$(VENV)/.installed: requirements-dev.txt layers/runtime/requirements.txt constraints.txt
+$(VENV)/.installed: requirements-dev.txt layers/runtime/requirements.txt constraints.txt layers/runtime/constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --disable-pip-version-check --upgrade pip
 	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements-dev.txt -c constraints.txt
