@@ -81,11 +81,9 @@ def _subscribe_listener(session: boto3.session.Session, topic_arn: str) -> str:
 
 
 def _scan_records(session: boto3.session.Session, table: str) -> list[dict[str, Any]]:
-    from boto3.dynamodb.types import TypeDeserializer
+    from sightline.adapters.dynamodb import from_item
 
-    deserializer = TypeDeserializer()
-    items = session.client("dynamodb").scan(TableName=table)["Items"]
-    return [{k: deserializer.deserialize(v) for k, v in item.items()} for item in items]
+    return [from_item(item) for item in session.client("dynamodb").scan(TableName=table)["Items"]]
 
 
 def _print_record(record: dict[str, Any], expected: str | None) -> None:

@@ -6,38 +6,22 @@ import argparse
 import json
 import sys
 from collections.abc import Sequence
-from decimal import Decimal
 from typing import Any
 
 import boto3
-from boto3.dynamodb.types import TypeDeserializer
 from botocore.exceptions import BotoCoreError, ClientError
 
 from scripts.redrive_dlq import DEFAULT_STACK_NAME, MissingStackOutputError, stack_outputs
+from sightline.adapters.dynamodb import from_item
+from sightline.records import DELETED, FAILED, PROCESSING, SUCCEEDED
 
-STATUSES = ("failed", "processing", "succeeded", "deleted")
+STATUSES = (FAILED, PROCESSING, SUCCEEDED, DELETED)
 STATUS_INDEX = "status-index"  # template.yaml ResultsTable: status (HASH) + processed_at (RANGE)
+
 DEFAULT_LIMIT = 50
 MESSAGE_CHARS = 100
 # A processing item is claimed by a delivery; only these attributes say who it is and why it is retried.
 _PROCESSING_ATTRIBUTES = ("bucket", "key", "status", "processed_at", "last_error_type", "last_error_message")
-
-_deserializer = TypeDeserializer()
-
-
-def _plain(value: Any) -> Any:
-    """DynamoDB numbers arrive as Decimal; JSON wants int or float."""
-    if isinstance(value, Decimal):
-        return int(value) if value == value.to_integral_value() else float(value)
-    if isinstance(value, dict):
-        return {name: _plain(item) for name, item in value.items()}
-    if isinstance(value, list | set):
-        return [_plain(item) for item in value]
-    return value
-
-
-def _record(item: dict[str, Any]) -> dict[str, Any]:
-    return {name: _plain(_deserializer.deserialize(value)) for name, value in item.items()}
 
 
 def _query_index(client: Any, table: str, status: str, limit: int) -> list[dict[str, Any]]:
@@ -55,7 +39,7 @@ def _query_index(client: Any, table: str, status: str, limit: int) -> list[dict[
             Limit=limit - len(found),
             **start,
         )
-        found.extend(_record(item) for item in page.get("Items", []))
+        found.extend(from_item(item) for item in page.get("Items", []))
         if "LastEvaluatedKey" not in page:
             break
         start = {"ExclusiveStartKey": page["LastEvaluatedKey"]}
@@ -78,7 +62,7 @@ def _scan_processing(client: Any, table: str, limit: int) -> list[dict[str, Any]
             ExpressionAttributeValues={":status": {"S": "processing"}},
             **start,
         )
-        found.extend(_record(item) for item in page.get("Items", []))
+        found.extend(from_item(item) for item in page.get("Items", []))
         if "LastEvaluatedKey" not in page:
             break
         start = {"ExclusiveStartKey": page["LastEvaluatedKey"]}

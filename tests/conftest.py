@@ -84,30 +84,14 @@ class Deployment:
         return read_sns_notifications(self.client("sqs"), self.notifications_url)
 
     def record(self, key: str) -> dict[str, Any] | None:
-        from boto3.dynamodb.types import TypeDeserializer
+        from sightline.adapters.dynamodb import from_item
 
         item = (
             self.client("dynamodb")
             .get_item(TableName=self.resources.table, Key={"bucket": {"S": self.resources.bucket}, "key": {"S": key}})
             .get("Item")
         )
-        if item is None:
-            return None
-        deserializer = TypeDeserializer()
-        return {name: _plain(deserializer.deserialize(value)) for name, value in item.items()}
-
-
-def _plain(value: Any) -> Any:
-    """DynamoDB numbers come back as Decimal; tests compare with ints."""
-    from decimal import Decimal
-
-    if isinstance(value, Decimal):
-        return int(value) if value == int(value) else float(value)
-    if isinstance(value, dict):
-        return {k: _plain(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_plain(v) for v in value]
-    return value
+        return None if item is None else from_item(item)
 
 
 @pytest.fixture

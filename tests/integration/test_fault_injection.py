@@ -19,11 +19,11 @@ from typing import Any
 from urllib.parse import quote_plus
 
 import pytest
-from boto3.dynamodb.types import TypeDeserializer
 
 import app
 from devkit.lambda_emulator import QueueFeeder, s3_notification
 from devkit.model_server import ChatRequest, Reply, completion, error_reply
+from sightline.adapters.dynamodb import from_item
 from sightline.ordering import SEQUENCER_WIDTH
 from tests.conftest import Deployment
 from tests.unit.images import encode, page, photo
@@ -157,9 +157,8 @@ def notifications_for(deployment: Deployment, versions: list[Version], deletions
 
 
 def scan(deployment: Deployment, table: str) -> list[dict[str, Any]]:
-    deserializer = TypeDeserializer()
     pages = deployment.client("dynamodb").get_paginator("scan").paginate(TableName=table, ConsistentRead=True)
-    return [{k: deserializer.deserialize(v) for k, v in item.items()} for page_ in pages for item in page_["Items"]]
+    return [from_item(item) for page_ in pages for item in page_["Items"]]
 
 
 def drain_queue_bodies(deployment: Deployment, url: str) -> list[dict[str, Any]]:

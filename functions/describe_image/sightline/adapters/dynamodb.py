@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from decimal import Decimal
 from typing import Any
 
 from boto3.dynamodb.types import TypeDeserializer, TypeSerializer
@@ -29,8 +30,19 @@ def to_item(values: dict[str, Any]) -> dict[str, Any]:
     return {name: _serializer.serialize(value) for name, value in values.items() if value is not None}
 
 
+def _plain(value: Any) -> Any:
+    """DynamoDB numbers arrive as Decimal, which json cannot encode: the domain speaks int and float."""
+    if isinstance(value, Decimal):
+        return int(value) if value == value.to_integral_value() else float(value)
+    if isinstance(value, dict):
+        return {key: _plain(item) for key, item in value.items()}
+    if isinstance(value, list | set):
+        return [_plain(item) for item in value]
+    return value
+
+
 def from_item(item: dict[str, Any]) -> dict[str, Any]:
-    return {name: _deserializer.deserialize(value) for name, value in item.items()}
+    return {name: _plain(_deserializer.deserialize(value)) for name, value in item.items()}
 
 
 def _condition_failed(exc: ClientError) -> bool:
