@@ -58,11 +58,12 @@ def _log_outcome(outcome: Outcome) -> None:
         fields["error_type"] = outcome.reason
         fields["error_message"] = (outcome.record or {}).get("error_message")
         logger.warning("object failed permanently", extra=fields)
-    elif outcome.status in ("skipped", "stale", "duplicate"):
-        logger.info(f"event {outcome.status}", extra={**fields, "reason": outcome.reason})
-    else:
+    elif outcome.status == "succeeded":
         fields["usage"] = outcome.usage
+        fields["cache_hit"] = (outcome.record or {}).get("cache_hit")
         logger.info("object described", extra=fields)
+    else:  # deleted, skipped, stale, duplicate
+        logger.info(f"event {outcome.status}", extra={**fields, "reason": outcome.reason})
 
 
 async def _process_events(runtime: Runtime, events: list[ObjectEvent], deadline: float) -> list[Outcome]:
