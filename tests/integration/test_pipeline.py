@@ -374,3 +374,21 @@ def test_secret_not_set_yet_is_a_configuration_error(deployment: Deployment, fun
     assert record["status"] == "processing" and record["last_error_type"] == "Configuration"
     assert report.failed_items == deployment.resources.max_receive_count
     assert depth(deployment, deployment.resources.dlq_url) == 1
+
+
+def test_model_timeout_follows_the_invocations_remaining_time(deployment: Deployment, function_env, model) -> None:
+    # GIVEN an invocation with 15 s left, a 30 s model timeout and a model that would answer after 8 s
+    model.responder.push(Reply(delay_seconds=8, body=completion("{}", model="m", prompt_tokens=1, completion_tokens=1)))
+    deliver(deployment)  # consume the s3:TestEvent
+    upload(deployment, "photos/late.jpg", encode(photo(300, 200), "JPEG"))
+    sqs = deployment.client("sqs")
+    messages = sqs.receive_message(QueueUrl=deployment.resources.queue_url, MaxNumberOfMessages=10)["Messages"]
+    result = app.lambda_handler(
+        lambda_sqs_event(messages, deployment.resources.queue_arn), FakeLambdaContext(timeout_seconds=15)
+    )
+    # THEN the call gave up within the time left minus the safety margin, and the item is retried
+    assert result == {"batchItemFailures": [{"itemIdentifier": messages[0]["MessageId"]}]}
+    record = deployment.record("photos/late.jpg")
+    assert record["status"] == "processing" and record["last_error_type"] == "ModelUnavailable"
+    waited = float(record["last_error_message"].split("timed out after ")[1].split("s")[0])
+    assert 2.0 <= waited <= 15 - app.SAFETY_MARGIN_SECONDS
