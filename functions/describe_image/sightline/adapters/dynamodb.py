@@ -210,12 +210,15 @@ class DynamoDBContentCache:
         conditional_write(self._client, self._table_name, "put_item", Item=to_item(item))
 
     def release(self, content_key: str, claim_id: str) -> None:
+        """Expire our pending claim at once so another key may describe the content (an update, not a delete:
+        the function's write policy grants PutItem and UpdateItem only)."""
         conditional_write(
             self._client,
             self._table_name,
-            "delete_item",
+            "update_item",
             **self._key(content_key),
+            UpdateExpression="SET claim_until = :zero",
             ConditionExpression="claim_id = :claim AND #state = :pending",
             ExpressionAttributeNames={"#state": "state"},
-            ExpressionAttributeValues=to_item({":claim": claim_id, ":pending": "pending"}),
+            ExpressionAttributeValues=to_item({":zero": 0, ":claim": claim_id, ":pending": "pending"}),
         )
