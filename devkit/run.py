@@ -22,7 +22,8 @@ import boto3
 REGION = "us-east-1"
 
 
-def _free_port() -> int:
+def free_port() -> int:
+    """A port nothing listens on, on loopback."""
     import socket
 
     with socket.socket() as sock:
@@ -36,7 +37,7 @@ def emulated_aws() -> Iterator[str]:
     from moto.server import ThreadedMotoServer
 
     logging.getLogger("werkzeug").setLevel(logging.ERROR)  # moto's per-request access log
-    port = _free_port()
+    port = free_port()
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
     server.start()
     endpoint = f"http://127.0.0.1:{port}"

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -96,7 +95,6 @@ def build_pipeline(settings: Settings, session: boto3.session.Session | None = N
             timeout_seconds=settings.model_timeout_seconds,
             max_attempts=settings.model_max_attempts,
         ),
-        prepare_slots=threading.Semaphore(2),
     )
 
 

@@ -31,7 +31,6 @@ from sightline.imaging import PreparedImage, prepare_image
 from sightline.ordering import order_key, version_token
 from sightline.prompt import PROMPT_VERSION, ImageDescription, build_messages, build_repair_messages, parse_description
 from sightline.records import (
-    DELETED,
     ModelUsage,
     ObjectFacts,
     build_deleted_record,
@@ -194,10 +193,11 @@ class Pipeline:
         now_ms = self.wall_clock_ms()
         claim_id = uuid.uuid4().hex
         until_ms = now_ms + self._claim_ms(deadline)
+        order, version = order_key(event), version_token(event)
         claim = self.results.claim(
             event,
-            order=order_key(event),
-            version=version_token(event),
+            order=order,
+            version=version,
             claim_id=claim_id,
             until_ms=until_ms,
             now_ms=now_ms,
@@ -223,7 +223,7 @@ class Pipeline:
         except TransientError as exc:
             self.results.release(event, claim_id, exc)
             raise
-        record.update(order_key=order_key(event), version_token=version_token(event), notified=False)
+        record.update(order_key=order, version_token=version, notified=False)
         if not self.results.complete(record, claim_id):
             return Outcome("stale", event, reason="a newer event took over this key while it was processed")
         self._notify_once(record, until_ms)
@@ -318,4 +318,4 @@ class Pipeline:
                 raise type(second)(f"{first.message}; after one repair attempt: {second.message}") from None
 
 
-__all__ = ["DELETED", "Claim", "FetchedObject", "ModelAnswer", "Outcome", "Pipeline", "content_key"]
+__all__ = ["Claim", "FetchedObject", "ModelAnswer", "Outcome", "Pipeline", "content_key"]
