@@ -39,8 +39,14 @@ _OUTCOME_METRICS = {
 }
 
 
+# Failed records that an operator, not a new upload, fixes: counted with the configuration errors (alarmed).
+_CONFIGURATION_FAILURES = {"RequestTooLarge"}
+
+
 def _record_metrics(outcome: Outcome) -> None:
     metrics.add_metric(name=_OUTCOME_METRICS[outcome.status], unit=MetricUnit.Count, value=1)
+    if outcome.reason in _CONFIGURATION_FAILURES:
+        metrics.add_metric(name="ConfigurationErrors", unit=MetricUnit.Count, value=1)
     if outcome.status == "succeeded" and (outcome.record or {}).get("cache_hit"):
         metrics.add_metric(name="ContentCacheHits", unit=MetricUnit.Count, value=1)
     usage = outcome.usage

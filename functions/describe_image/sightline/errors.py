@@ -78,6 +78,34 @@ class TruncatedModelOutputError(InvalidModelOutputError):
     error_type = "TruncatedModelOutput"
 
 
+class RepetitiveModelOutputError(TruncatedModelOutputError):
+    """A streamed answer that kept repeating itself was cut off early instead of running to the limit."""
+
+    error_type = "RepetitiveModelOutput"
+
+
+class EmptyModelAnswerError(InvalidModelOutputError):
+    """The model completed with no content at all: nothing to repair, so no repair call is paid for."""
+
+    error_type = "EmptyModelAnswer"
+
+
+class ModelRefusedError(PermanentInputError):
+    """The model (or the provider's content filter) declined to describe this image.
+
+    The model's own words go into the error message, never into alt text or a description.
+    """
+
+    error_type = "ModelRefused"
+
+
+class RequestTooLargeError(PermanentInputError):
+    """HTTP 413: a gateway refuses a request this size. The same request fails again, so it is not retried;
+    the message says which settings make the request smaller."""
+
+    error_type = "RequestTooLarge"
+
+
 class ObjectChangedError(SightlineError):
     """The object was overwritten after the event was sent (ETag no longer matches).
 
@@ -85,6 +113,16 @@ class ObjectChangedError(SightlineError):
     """
 
     error_type = "ObjectChanged"
+
+
+class RecordRejectedError(SightlineError):
+    """DynamoDB or SNS refused what we sent as invalid (ValidationException, InvalidParameter).
+
+    Our fault, not the image's, and deterministic: the same write would be refused again, so the pipeline
+    stores (or announces) a smaller version that says why instead of retrying into the DLQ.
+    """
+
+    error_type = "RecordRejected"
 
 
 # --- Transient: fail the item so SQS redelivers it; after maxReceiveCount it lands in the DLQ.
@@ -108,6 +146,15 @@ class AwsUnavailableError(TransientError):
     error_type = "AwsUnavailable"
 
 
+class ProviderResponseError(TransientError):
+    """HTTP 200 whose body is not a chat completion (an HTML page, an error object, a broken stream).
+
+    The provider's or a gateway's fault, never the image's: retried, then parked in the DLQ with this reason.
+    """
+
+    error_type = "InvalidProviderResponse"
+
+
 class InProgressError(TransientError):
     """Another delivery holds the claim on this object version (or on identical content) right now.
 
@@ -118,7 +165,7 @@ class InProgressError(TransientError):
 
 
 class ConfigurationError(TransientError):
-    """401/403/404 from the model or a missing permission: our fault, not the image's.
+    """401/402/403/404 from the model, a missing permission or resource: our fault, not the image's.
 
     Retried (the operator may fix the key or the policy) and alarmed, never recorded as a failed image.
     """

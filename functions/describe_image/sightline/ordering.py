@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from sightline.events import ObjectEvent
+from sightline.ports import Claim
+from sightline.records import TERMINAL
 
 # S3 sequencers are hexadecimal strings of varying length; S3 documents comparing them by padding the
 # shorter with leading zeros. Padding to a fixed width makes DynamoDB's string comparison do exactly that.
@@ -24,3 +28,14 @@ def order_key(event: ObjectEvent) -> str:
     if event.sequencer:
         return "s" + event.sequencer.strip().upper().rjust(SEQUENCER_WIDTH, "0")
     return f"t{event.event_time}#{version_token(event)}"
+
+
+def refused_claim(current: dict[str, Any] | None, order: str) -> Claim:
+    """Why a claim for the event ordered ``order`` was refused, judged from the key's current record."""
+    if current is None or str(current.get("order_key", "")) < order:
+        return Claim("in_progress")  # changed between the write and the read: let the retry decide
+    if str(current["order_key"]) > order:
+        return Claim("stale", current)
+    if current.get("status") in TERMINAL:
+        return Claim("duplicate", current)
+    return Claim("in_progress", current)

@@ -4,7 +4,8 @@ S3 and SQS deliver at least once and out of order. Exactly-once effects come fro
 a delivery first *claims* the key's record for its event (refused when a newer event was already
 applied, or when another delivery holds the claim), writes the result only while it still holds the
 claim, and notifies only once per applied event. Identical bytes are described once per model, prompt
-and detail: a content cache, claimed the same way, serves every other key with those bytes.
+and detail: a content cache, claimed the same way, serves every other key with those bytes — failures
+included, so ten twins of a file the model refuses cost one call, not ten.
 """
 
 from __future__ import annotations
@@ -15,96 +16,39 @@ import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Literal, Protocol
+from functools import cached_property
+from typing import Any, Literal
 
+from sightline.answers import AnswerRules
+from sightline.describe import DescribeOptions, describe_image
 from sightline.errors import (
     InProgressError,
-    InvalidModelOutputError,
     ObjectChangedError,
     ObjectTooLargeError,
     PermanentInputError,
-    TransientError,
-    TruncatedModelOutputError,
+    RecordRejectedError,
+    SightlineError,
 )
 from sightline.events import ObjectEvent
-from sightline.imaging import PreparedImage, prepare_image
 from sightline.ordering import order_key, version_token
-from sightline.prompt import PROMPT_VERSION, ImageDescription, build_messages, build_repair_messages, parse_description
+from sightline.ports import ContentCache, ModelUsage, Notifier, ObjectFacts, ObjectStore, ResultStore, VisionModel
 from sightline.records import (
-    ModelUsage,
-    ObjectFacts,
+    DescribeResult,
     build_deleted_record,
+    build_failed_storage_record,
     build_notification,
     build_record,
-    image_item,
 )
 from sightline.settings import Settings
 
 # A claim outlives the invocation that took it by this much; after that another delivery may take over.
 CLAIM_MARGIN_MS = 30_000
 DEFAULT_CLAIM_MS = 15 * 60 * 1000
-
-# --- Ports: what the use case needs from the outside world. Adapters implement them.
-
-
-@dataclass(frozen=True)
-class FetchedObject:
-    body: bytes
-    facts: ObjectFacts
-
-
-@dataclass(frozen=True)
-class ModelAnswer:
-    content: str
-    finish_reason: str | None
-    prompt_tokens: int | None
-    completion_tokens: int | None
-    latency_ms: int
-
-
-@dataclass(frozen=True)
-class Claim:
-    """The answer to 'may this delivery apply its event to the key?'."""
-
-    kind: Literal["claimed", "stale", "duplicate", "in_progress"]
-    current: dict[str, Any] | None = None  # the stored record, for stale and duplicate
-
-
-class ObjectStore(Protocol):
-    def fetch(self, event: ObjectEvent, max_bytes: int) -> FetchedObject: ...
-
-
-class ResultStore(Protocol):
-    def claim(
-        self, event: ObjectEvent, *, order: str, version: str, claim_id: str, until_ms: int, now_ms: int
-    ) -> Claim: ...
-
-    def complete(self, record: dict[str, Any], claim_id: str) -> bool: ...
-
-    def release(self, event: ObjectEvent, claim_id: str, error: TransientError) -> None: ...
-
-    def claim_notification(self, record: dict[str, Any], until_ms: int, now_ms: int) -> bool: ...
-
-    def mark_notified(self, record: dict[str, Any], notified: bool) -> None: ...
-
-
-class ContentCache(Protocol):
-    def get(self, content_key: str) -> dict[str, Any] | None: ...
-
-    def claim(self, content_key: str, claim_id: str, until_ms: int, now_ms: int) -> bool: ...
-
-    def put(self, content_key: str, entry: dict[str, Any]) -> None: ...
-
-    def release(self, content_key: str, claim_id: str) -> None: ...
-
-
-class Notifier(Protocol):
-    def publish(self, message: dict[str, Any], attributes: dict[str, str]) -> None: ...
-
-
-class VisionModel(Protocol):
-    def complete(self, messages: list[dict[str, Any]], deadline: float | None) -> ModelAnswer: ...
-
+# A twin waits for the delivery describing identical content this long at most (bounded by the deadline too).
+TWIN_WAIT_SECONDS = 120.0
+TWIN_POLL_SECONDS = (0.2, 0.5, 1.0, 2.0)
+# A shared failure is kept for a day only: it may stem from settings an operator changes (a gateway's limit).
+FAILED_CACHE_TTL_SECONDS = 24 * 3600
 
 OutcomeStatus = Literal["succeeded", "failed", "deleted", "skipped", "stale", "duplicate"]
 
@@ -121,54 +65,17 @@ class Outcome:
         return (self.record or {}).get("usage", {})
 
 
-@dataclass
-class Attempt:
-    """What one object's processing has gathered so far: kept for the record even when a later step fails."""
-
-    usage: ModelUsage = field(default_factory=ModelUsage)
-    image: dict[str, Any] | None = None
+def content_key(body: bytes, options: DescribeOptions) -> str:
+    """Identical bytes and everything that changes the answer → the same result may be reused."""
+    return f"{hashlib.sha256(body).hexdigest()}|{options.fingerprint}"
 
 
-@dataclass(frozen=True)
-class Described:
-    """What the description step produced, from the model or from the content cache."""
-
-    image: dict[str, Any] | None
-    description: ImageDescription | None
-    cache_hit: bool = False
+def _error_name(exc: BaseException) -> str:
+    return exc.error_type if isinstance(exc, SightlineError) else type(exc).__name__
 
 
-def content_key(body: bytes, settings: Settings) -> str:
-    """Identical bytes, same model, prompt and detail → the same answer may be reused."""
-    digest = hashlib.sha256(body).hexdigest()
-    return f"{digest}|{settings.model_id}|p{PROMPT_VERSION}|{settings.image_detail}"
-
-
-def _description_entry(described: Described, usage: ModelUsage) -> dict[str, Any]:
-    assert described.description is not None
-    return {
-        "image": described.image,
-        "description": described.description.description,
-        "alt_text": described.description.alt_text,
-        "text": described.description.text,
-        "tags": list(described.description.tags),
-        "adjustments": list(described.description.adjustments),
-        "usage": usage.as_item(),
-    }
-
-
-def _described_from_entry(entry: dict[str, Any]) -> Described:
-    return Described(
-        image=entry.get("image"),
-        description=ImageDescription(
-            description=entry["description"],
-            alt_text=entry["alt_text"],
-            text=entry.get("text", ""),
-            tags=tuple(entry.get("tags", ())),
-            adjustments=tuple(entry.get("adjustments", ())),
-        ),
-        cache_hit=True,
-    )
+def _error_text(exc: BaseException) -> str:
+    return exc.message if isinstance(exc, SightlineError) else f"{type(exc).__name__}: {exc}"
 
 
 @dataclass
@@ -182,9 +89,21 @@ class Pipeline:
     # Decoding is the memory-hungry step: bound it separately from the network-bound model calls.
     prepare_slots: threading.Semaphore = field(default_factory=lambda: threading.Semaphore(2))
     wall_clock_ms: Callable[[], int] = field(default=lambda: int(time.time() * 1000))
+    sleep: Callable[[float], None] = field(default=time.sleep)
+
+    @cached_property
+    def options(self) -> DescribeOptions:
+        return DescribeOptions(
+            model_id=self.settings.model_id,
+            detail=self.settings.image_detail,
+            max_image_pixels=self.settings.max_image_pixels,
+            max_output_tokens=self.settings.model_max_output_tokens,
+            rules=AnswerRules(),
+        )
 
     def process(self, event: ObjectEvent, deadline: float | None = None) -> Outcome:
-        """Apply one event. Permanent errors become a failed record; transient errors propagate for a retry."""
+        """Apply one event. Permanent errors become a failed record; anything else propagates for a retry,
+        after the claim is released with the error's type — whatever the exception is."""
         if not (event.is_create or event.is_removal):
             return Outcome("skipped", event, reason=f"{event.event_name} is not handled")
         if not self.settings.accepts_key(event.key):
@@ -195,12 +114,7 @@ class Pipeline:
         until_ms = now_ms + self._claim_ms(deadline)
         order, version = order_key(event), version_token(event)
         claim = self.results.claim(
-            event,
-            order=order,
-            version=version,
-            claim_id=claim_id,
-            until_ms=until_ms,
-            now_ms=now_ms,
+            event, order=order, version=version, claim_id=claim_id, until_ms=until_ms, now_ms=now_ms
         )
         if claim.kind == "stale":
             return Outcome("stale", event, reason="a newer event for this key was already applied")
@@ -212,22 +126,39 @@ class Pipeline:
             self._notify_once(claim.current, until_ms)
             return Outcome("duplicate", event, record=claim.current, reason="this event was already applied")
 
+        # Calls paid by earlier deliveries of this same event (released after a transient error) count too.
+        previous = claim.current or {}
+        usage = ModelUsage.from_item(previous.get("attempt_usage") if previous.get("order_key") == order else None)
         try:
             record = (
-                build_deleted_record(event) if event.is_removal else self._describe_object(event, claim_id, deadline)
+                build_deleted_record(event)
+                if event.is_removal
+                else self._describe_object(event, claim_id, deadline, usage)
             )
         except ObjectChangedError as exc:
             # The key was overwritten after this event: the newer version's own event will be applied.
-            self.results.release(event, claim_id, InProgressError(exc.message))
+            self.results.release(event, claim_id, "ObjectChanged", exc.message, usage)
             return Outcome("stale", event, reason=exc.message)
-        except TransientError as exc:
-            self.results.release(event, claim_id, exc)
+        except BaseException as exc:
+            # Transient errors, and any bug: never leave the claim held, always say why.
+            self.results.release(event, claim_id, _error_name(exc), _error_text(exc), usage)
             raise
         record.update(order_key=order, version_token=version, notified=False)
-        if not self.results.complete(record, claim_id):
+        if not self._store(record, claim_id):
             return Outcome("stale", event, reason="a newer event took over this key while it was processed")
         self._notify_once(record, until_ms)
         return Outcome(record["status"], event, record=record, reason=record.get("error_type"))
+
+    def _store(self, record: dict[str, Any], claim_id: str) -> bool:
+        try:
+            return self.results.complete(record, claim_id)
+        except RecordRejectedError as exc:
+            # Our fault (fields are bounded, so this should not happen): keep the key's facts and the reason
+            # instead of retrying the same refused write into the DLQ.
+            fallback = build_failed_storage_record(record, exc.message)
+            record.clear()
+            record.update(fallback)
+            return self.results.complete(record, claim_id)
 
     def _claim_ms(self, deadline: float | None) -> int:
         if deadline is None:
@@ -238,84 +169,80 @@ class Pipeline:
         """Published only after the record is stored, and once per applied event."""
         if record.get("notified") or not self.results.claim_notification(record, until_ms, self.wall_clock_ms()):
             return
-        message, attributes = build_notification(record, self.settings.results_table)
         try:
-            self.notifier.publish(message, attributes)
-        except TransientError:
+            try:
+                self.notifier.publish(*build_notification(record, self.settings.results_table))
+            except RecordRejectedError:
+                # SNS refused the message itself: the record holds every field, so announce it without them.
+                self.notifier.publish(*build_notification(record, self.settings.results_table, minimal=True))
+        except BaseException:
             self.results.mark_notified(record, notified=False)  # free the notification claim for the retry
             raise
         self.results.mark_notified(record, notified=True)
         record["notified"] = True
 
-    def _describe_object(self, event: ObjectEvent, claim_id: str, deadline: float | None) -> dict[str, Any]:
+    def _describe_object(
+        self, event: ObjectEvent, claim_id: str, deadline: float | None, usage: ModelUsage
+    ) -> dict[str, Any]:
         facts: ObjectFacts | None = None
-        described: Described | None = None
-        attempt = Attempt()
-        error: PermanentInputError | None = None
         try:
             if event.size is not None and event.size > self.settings.max_object_bytes:
                 raise ObjectTooLargeError.for_size(event.size, self.settings.max_object_bytes)
             fetched = self.objects.fetch(event, self.settings.max_object_bytes)
             facts = fetched.facts
-            described = self._describe_content(fetched.body, claim_id, attempt, deadline)
+            result = self._describe_content(fetched.body, claim_id, deadline, usage)
         except PermanentInputError as exc:
-            error = exc
-        return build_record(
-            event=event,
-            facts=facts,
-            model_id=self.settings.model_id,
-            detail=self.settings.image_detail,
-            image=described.image if described else attempt.image,
-            description=described.description if described else None,
-            usage=attempt.usage,
-            error=error,
-            cache_hit=described.cache_hit if described else False,
-        )
+            result = self.options.failure(exc, usage)
+        return build_record(event, facts, result)
 
-    def _describe_content(self, body: bytes, claim_id: str, attempt: Attempt, deadline: float | None) -> Described:
+    def _describe_content(
+        self, body: bytes, claim_id: str, deadline: float | None, usage: ModelUsage
+    ) -> DescribeResult:
         """The content cache first; on a miss, claim the content so concurrent twins wait instead of paying."""
         if self.cache is None:
-            return self._describe_image(body, attempt, deadline)
-        key = content_key(body, self.settings)
+            return self._describe(body, deadline, usage)
+        key = content_key(body, self.options)
         cached = self.cache.get(key)
+        if cached is None and not self._claim_content(key, claim_id, deadline):
+            cached = self._wait_for_twin(key, claim_id, deadline)
         if cached is not None:
-            return _described_from_entry(cached)
-        now_ms = self.wall_clock_ms()
-        if not self.cache.claim(key, claim_id, now_ms + self._claim_ms(deadline), now_ms):
-            raise InProgressError("identical content is being described for another key right now")
+            return DescribeResult.from_item(cached).as_cache_hit()
         try:
-            described = self._describe_image(body, attempt, deadline)
+            result = self._describe(body, deadline, usage)
         except BaseException:
-            self.cache.release(key, claim_id)  # failures are not cached: another key may try again
+            self.cache.release(key, claim_id)  # transient failures are not shared: another key may try again
             raise
-        self.cache.put(key, _description_entry(described, attempt.usage))
-        return described
+        self.cache.put(key, result.to_item(), None if result.succeeded else FAILED_CACHE_TTL_SECONDS)
+        return result
 
-    def _describe_image(self, body: bytes, attempt: Attempt, deadline: float | None) -> Described:
-        with self.prepare_slots:
-            image = prepare_image(body, self.settings.image_detail, max_pixels=self.settings.max_image_pixels)
-        attempt.image = image_item(image)
-        return Described(image=attempt.image, description=self._ask_model(image, attempt.usage, deadline))
+    def _claim_content(self, key: str, claim_id: str, deadline: float | None) -> bool:
+        assert self.cache is not None
+        now_ms = self.wall_clock_ms()
+        return self.cache.claim(key, claim_id, now_ms + self._claim_ms(deadline), now_ms)
 
-    def _ask_model(self, image: PreparedImage, usage: ModelUsage, deadline: float | None) -> ImageDescription:
-        answer = self.model.complete(build_messages(image), deadline)
-        usage.add(answer.prompt_tokens, answer.completion_tokens, answer.latency_ms)
-        if answer.finish_reason == "length":
-            raise TruncatedModelOutputError(
-                f"the answer hit the output limit of {self.settings.model_max_output_tokens} tokens"
-            )
-        try:
-            return parse_description(answer.content)
-        except InvalidModelOutputError as first:
-            # One text-only repair attempt: cheaper than the image again, and most format slips are fixable.
-            repair = self.model.complete(build_repair_messages(answer.content), deadline)
-            usage.add(repair.prompt_tokens, repair.completion_tokens, repair.latency_ms)
-            try:
-                if repair.finish_reason == "length":
-                    raise TruncatedModelOutputError("the repaired answer hit the output limit") from None
-                return parse_description(repair.content)
-            except InvalidModelOutputError as second:
-                raise type(second)(f"{first.message}; after one repair attempt: {second.message}") from None
+    def _wait_for_twin(self, key: str, claim_id: str, deadline: float | None) -> dict[str, Any] | None:
+        """Identical content is being described for another key: wait for its result (success or failure)
+        rather than paying again; take the claim over if the other delivery gave it up."""
+        assert self.cache is not None
+        give_up = time.monotonic() + TWIN_WAIT_SECONDS
+        if deadline is not None:
+            give_up = min(give_up, deadline)
+        for attempt in range(10_000):
+            pause = TWIN_POLL_SECONDS[min(attempt, len(TWIN_POLL_SECONDS) - 1)]
+            if time.monotonic() + pause > give_up:
+                break
+            self.sleep(pause)
+            cached = self.cache.get(key)
+            if cached is not None:
+                return cached
+            if self._claim_content(key, claim_id, deadline):
+                return None  # the other delivery failed transiently and released it: describe it ourselves
+        raise InProgressError("identical content is being described for another key right now")
+
+    def _describe(self, body: bytes, deadline: float | None, usage: ModelUsage) -> DescribeResult:
+        return describe_image(
+            body, self.options, self.model, deadline=deadline, usage=usage, prepare_slots=self.prepare_slots
+        )
 
 
-__all__ = ["Claim", "FetchedObject", "ModelAnswer", "Outcome", "Pipeline", "content_key"]
+__all__ = ["Outcome", "Pipeline", "content_key"]

@@ -1,21 +1,15 @@
-"""The request we send the vision model and the validation of what it answers."""
+"""The request we send the vision model: instruction, answer schema, and the text-only repair request."""
 
 from __future__ import annotations
 
-import json
-import re
-from dataclasses import dataclass, field
 from typing import Any
 
-from sightline.errors import InvalidModelOutputError
 from sightline.imaging import PreparedImage
+from sightline.ports import ModelRequest
 
-# Bump when the instruction changes: cached results are only reused for the same prompt version.
-PROMPT_VERSION = "1"
+# Bump when the instruction or the answer's schema changes: cached results are reused for the same version only.
+PROMPT_VERSION = "2"
 ALT_TEXT_MAX = 125
-DESCRIPTION_MAX_SENTENCES = 3
-MAX_TAGS = 10
-MAX_TAG_LENGTH = 40
 
 SYSTEM_PROMPT = "You describe images for accessibility and search. You answer with one JSON object and nothing else."
 
@@ -31,28 +25,21 @@ REPAIR_INSTRUCTION = """The answer below was supposed to be a JSON object with t
 Answer:
 """
 
-_FENCE = re.compile(r"```(?:json)?\s*(.*?)```", re.DOTALL | re.IGNORECASE)
-_SENTENCE_END = re.compile(r"(?<=[.!?])\s+(?=[A-Z0-9\"'(])")
-_ALT_PREFIX = re.compile(
-    r"^\s*(?:an?\s+|the\s+)?(?:image|picture|photo|photograph|graphic|illustration)\s+(?:of|showing|that shows)\s+",
-    re.IGNORECASE,
-)
-_NO_TEXT_PLACEHOLDERS = {"none", "n/a", "no text", "(none)", "null", "no visible text", "-"}
-
-
-@dataclass(frozen=True)
-class ImageDescription:
-    """A validated answer. ``adjustments`` says what validation had to fix, so nothing is silent."""
-
-    description: str
-    alt_text: str
-    text: str
-    tags: tuple[str, ...]
-    adjustments: tuple[str, ...] = field(default=())
-
-    @property
-    def has_text(self) -> bool:
-        return bool(self.text.strip())
+# The answer's shape, sent as a strict JSON Schema where the provider supports structured output. Strict mode
+# wants every key required and no others; the instruction above says the same for providers without it.
+ANSWER_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "properties": {
+        "description": {"type": "string"},
+        "alt_text": {"type": "string"},
+        "text": {"type": "string"},
+        "tags": {"type": "array", "items": {"type": "string"}},
+    },
+    "required": ["description", "alt_text", "text", "tags"],
+    "additionalProperties": False,
+}
+ANSWER_SCHEMA_NAME = "image_description"
+REPAIR_ANSWER_MAX_CHARS = 8_000
 
 
 def build_messages(image: PreparedImage) -> list[dict[str, Any]]:
@@ -73,103 +60,23 @@ def build_repair_messages(answer: str) -> list[dict[str, Any]]:
     """A text-only follow-up: fixing the format must not pay for the image's tokens again."""
     return [
         {"role": "system", "content": SYSTEM_PROMPT},
-        {"role": "user", "content": REPAIR_INSTRUCTION + answer[:8000]},
+        {"role": "user", "content": REPAIR_INSTRUCTION + answer[:REPAIR_ANSWER_MAX_CHARS]},
     ]
 
 
-def extract_json_object(answer: str) -> dict[str, Any]:
-    """The first JSON object in an answer, tolerating code fences and prose around it."""
-    candidates = [m.group(1) for m in _FENCE.finditer(answer)] + [answer]
-    decoder = json.JSONDecoder()
-    for candidate in candidates:
-        start = candidate.find("{")
-        while start != -1:
-            try:
-                value, _ = decoder.raw_decode(candidate, start)
-            except ValueError:
-                start = candidate.find("{", start + 1)
-                continue
-            if isinstance(value, dict):
-                return value
-            start = candidate.find("{", start + 1)
-    raise InvalidModelOutputError("the model's answer contains no JSON object")
+def description_request(image: PreparedImage, *, max_output_tokens: int | None = None) -> ModelRequest:
+    return ModelRequest(
+        messages=build_messages(image),
+        json_schema=ANSWER_SCHEMA,
+        schema_name=ANSWER_SCHEMA_NAME,
+        max_output_tokens=max_output_tokens,
+    )
 
 
-def _clean_space(value: str) -> str:
-    return " ".join(value.split())
-
-
-def _limit_sentences(description: str, adjustments: list[str]) -> str:
-    sentences = _SENTENCE_END.split(description)
-    if len(sentences) > DESCRIPTION_MAX_SENTENCES:
-        adjustments.append(f"description cut to {DESCRIPTION_MAX_SENTENCES} sentences")
-        return " ".join(sentences[:DESCRIPTION_MAX_SENTENCES])
-    return description
-
-
-def _clean_alt_text(alt_text: str, description: str, adjustments: list[str]) -> str:
-    alt_text = _clean_space(alt_text)
-    if not alt_text:
-        alt_text = _SENTENCE_END.split(description)[0]
-        adjustments.append("alt_text missing: taken from the description")
-    stripped = _ALT_PREFIX.sub("", alt_text)
-    if stripped != alt_text and stripped:
-        alt_text = stripped[0].upper() + stripped[1:]
-        adjustments.append('alt_text: leading "image of" removed')
-    if len(alt_text) > ALT_TEXT_MAX:
-        cut = alt_text[: ALT_TEXT_MAX + 1].rsplit(" ", 1)[0] if " " in alt_text[:ALT_TEXT_MAX] else alt_text
-        alt_text = cut[:ALT_TEXT_MAX].rstrip(" ,;:-")
-        adjustments.append(f"alt_text cut to {ALT_TEXT_MAX} characters")
-    return alt_text
-
-
-def _clean_text(value: Any, adjustments: list[str]) -> str:
-    if value is None:
-        return ""
-    if isinstance(value, list):
-        value = "\n".join(str(line) for line in value)
-        adjustments.append("text given as a list: joined by lines")
-    if not isinstance(value, str):
-        raise InvalidModelOutputError(f"'text' must be a string, got {type(value).__name__}")
-    text = value.strip()
-    if text.lower() in _NO_TEXT_PLACEHOLDERS:
-        adjustments.append(f"text placeholder {text!r} read as no text")
-        return ""
-    return text
-
-
-def _clean_tags(value: Any, adjustments: list[str]) -> tuple[str, ...]:
-    if value is None:
-        return ()
-    if isinstance(value, str):
-        value = value.split(",")
-    if not isinstance(value, list):
-        raise InvalidModelOutputError(f"'tags' must be a list, got {type(value).__name__}")
-    tags: list[str] = []
-    for item in value:
-        tag = _clean_space(str(item)).lower()[:MAX_TAG_LENGTH]
-        if tag and tag not in tags:
-            tags.append(tag)
-    if len(tags) > MAX_TAGS:
-        adjustments.append(f"tags cut to {MAX_TAGS}")
-    return tuple(tags[:MAX_TAGS])
-
-
-def parse_description(answer: str) -> ImageDescription:
-    """Parse and validate the model's answer; raise InvalidModelOutputError when it cannot be used."""
-    document = extract_json_object(answer)
-    adjustments: list[str] = []
-    description = document.get("description")
-    if not isinstance(description, str) or not description.strip():
-        raise InvalidModelOutputError("the model's JSON has no 'description' text")
-    description = _limit_sentences(_clean_space(description), adjustments)
-    alt_text = document.get("alt_text") or ""
-    if not isinstance(alt_text, str):
-        raise InvalidModelOutputError(f"'alt_text' must be a string, got {type(alt_text).__name__}")
-    return ImageDescription(
-        description=description,
-        alt_text=_clean_alt_text(alt_text, description, adjustments),
-        text=_clean_text(document.get("text"), adjustments),
-        tags=_clean_tags(document.get("tags"), adjustments),
-        adjustments=tuple(adjustments),
+def repair_request(answer: str, *, max_output_tokens: int | None = None) -> ModelRequest:
+    return ModelRequest(
+        messages=build_repair_messages(answer),
+        json_schema=ANSWER_SCHEMA,
+        schema_name=ANSWER_SCHEMA_NAME,
+        max_output_tokens=max_output_tokens,
     )

@@ -1,84 +1,43 @@
-"""Shapes of what we store (the DynamoDB record) and what we announce (the SNS notification)."""
+"""Shapes of what we store (the DynamoDB record), cache (by content) and announce (the SNS notification).
+
+Every string that reaches AWS is storable UTF-8 and bounded in bytes here, so no answer of any size or
+encoding can produce an item (400 KB) or a message (256 KB) that AWS refuses.
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import json
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Final, Literal
 
-from sightline.errors import SightlineError
+from sightline.answers import ImageDescription
 from sightline.events import ObjectEvent
 from sightline.imaging import PreparedImage
-from sightline.prompt import PROMPT_VERSION, ImageDescription
+from sightline.ports import ModelUsage, ObjectFacts
+from sightline.text import bounded, utf8_size
 
 RECORD_SCHEMA_VERSION = 1
 NOTIFICATION_SCHEMA_VERSION = 1
 NOTIFICATION_EVENT = "sightline.image.processed"
-SUCCEEDED = "succeeded"
-FAILED = "failed"
+SUCCEEDED: Final = "succeeded"
+FAILED: Final = "failed"
 DELETED = "deleted"
 PROCESSING = "processing"  # claimed by a delivery; the other fields still describe the previous version
 TERMINAL = (SUCCEEDED, FAILED, DELETED)
-# SNS messages are capped at 256 KB; the full text always stays in the record.
-NOTIFICATION_TEXT_LIMIT = 64_000
 
+ERROR_MESSAGE_MAX_BYTES = 2_000
+# SNS accepts 262,144 bytes per message. The OCR text is the only large field: it is cut to this many bytes
+# in the notification (flagged), and the message as a whole is checked against the limit below.
+NOTIFICATION_TEXT_MAX_BYTES = 64_000
+SNS_MESSAGE_MAX_BYTES = 262_144
+SNS_MESSAGE_BUDGET_BYTES = SNS_MESSAGE_MAX_BYTES - 8_192  # attributes and envelope count too
 
-@dataclass(frozen=True)
-class ObjectFacts:
-    """What S3 told us about the object we actually read."""
-
-    etag: str | None
-    version_id: str | None
-    size: int | None
-    content_type: str | None = None
-    last_modified: str | None = None
-
-
-@dataclass
-class ModelUsage:
-    """Tokens the provider billed across every call made for one object (a repair call included)."""
-
-    prompt_tokens: int = 0
-    completion_tokens: int = 0
-    total_tokens: int = 0
-    model_calls: int = 0
-    latency_ms: int = 0
-    usage_reported: bool = True
-
-    def add(self, prompt_tokens: int | None, completion_tokens: int | None, latency_ms: int) -> None:
-        self.model_calls += 1
-        self.latency_ms += latency_ms
-        if prompt_tokens is None or completion_tokens is None:
-            self.usage_reported = False  # some local servers omit usage; say so rather than store zeros as fact
-        self.prompt_tokens += prompt_tokens or 0
-        self.completion_tokens += completion_tokens or 0
-        self.total_tokens = self.prompt_tokens + self.completion_tokens
-
-    def as_item(self) -> dict[str, Any]:
-        return {
-            "prompt_tokens": self.prompt_tokens,
-            "completion_tokens": self.completion_tokens,
-            "total_tokens": self.total_tokens,
-            "model_calls": self.model_calls,
-            "usage_reported": self.usage_reported,
-        }
+ResultStatus = Literal["succeeded", "failed"]
 
 
 def utc_now_iso() -> str:
     return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
-
-
-def _object_item(event: ObjectEvent, facts: ObjectFacts | None) -> dict[str, Any]:
-    return {
-        "version_id": (facts.version_id if facts else None) or event.version_id,
-        "etag": ((facts.etag if facts else None) or event.etag or "").strip('"') or None,
-        "size": facts.size if facts and facts.size is not None else event.size,
-        "content_type": facts.content_type if facts else None,
-        "last_modified": facts.last_modified if facts else None,
-        "sequencer": event.sequencer,
-        "event_name": event.event_name,
-        "event_time": event.event_time,
-    }
 
 
 def image_item(image: PreparedImage) -> dict[str, Any]:
@@ -100,56 +59,139 @@ def image_item(image: PreparedImage) -> dict[str, Any]:
     }
 
 
+@dataclass(frozen=True)
+class DescribeResult:
+    """What describing one object's content produced: a validated description or a permanent failure.
+
+    The one place the description's fields are listed: ``to_item`` is what the record and the content
+    cache store, ``from_item`` reads either back.
+    """
+
+    status: ResultStatus
+    model_id: str
+    detail: str
+    prompt_version: str
+    usage: ModelUsage = field(default_factory=ModelUsage)
+    image: dict[str, Any] | None = None
+    description: ImageDescription | None = None
+    error_type: str | None = None
+    error_message: str | None = None
+    output_mode: str | None = None
+    cache_hit: bool = False
+
+    @classmethod
+    def failed(cls, error_type: str, message: str, **fields: Any) -> DescribeResult:
+        return cls(
+            status="failed",
+            error_type=error_type,
+            error_message=bounded(message, ERROR_MESSAGE_MAX_BYTES),
+            **fields,
+        )
+
+    @property
+    def succeeded(self) -> bool:
+        return self.status == SUCCEEDED
+
+    def as_cache_hit(self) -> DescribeResult:
+        """Served from the cache: no call was made for this object, so it carries no usage of its own."""
+        return replace(self, cache_hit=True, usage=ModelUsage())
+
+    def to_item(self) -> dict[str, Any]:
+        item: dict[str, Any] = {
+            "status": self.status,
+            "cache_hit": self.cache_hit,
+            "model_id": self.model_id,
+            "detail": self.detail,
+            "prompt_version": self.prompt_version,
+            "usage": self.usage.to_item(),
+            "has_text": False,
+        }
+        if self.usage.model_calls:
+            item["model_latency_ms"] = self.usage.latency_ms
+        if self.output_mode:
+            item["output_mode"] = self.output_mode
+        if self.image is not None:
+            item["image"] = self.image
+        answer = self.description
+        if answer is not None and self.succeeded:
+            item.update(
+                description=answer.description,
+                alt_text=answer.alt_text,
+                text=answer.text,
+                text_truncated=answer.text_truncated,
+                has_text=answer.has_text,
+                tags=list(answer.tags),
+                adjustments=list(answer.adjustments),
+            )
+        if not self.succeeded:
+            item["error_type"] = self.error_type
+            item["error_message"] = self.error_message
+        return item
+
+    @classmethod
+    def from_item(cls, item: dict[str, Any]) -> DescribeResult:
+        description = None
+        if item.get("status") == SUCCEEDED:
+            description = ImageDescription(
+                description=str(item.get("description", "")),
+                alt_text=str(item.get("alt_text", "")),
+                text=str(item.get("text", "")),
+                tags=tuple(item.get("tags") or ()),
+                adjustments=tuple(item.get("adjustments") or ()),
+                text_truncated=bool(item.get("text_truncated", False)),
+            )
+        usage = ModelUsage.from_item(item.get("usage"))
+        if usage.model_calls and "model_latency_ms" in item:
+            usage.latency_ms = int(item["model_latency_ms"])
+        return cls(
+            status=SUCCEEDED if item.get("status") == SUCCEEDED else FAILED,
+            model_id=str(item.get("model_id", "")),
+            detail=str(item.get("detail", "")),
+            prompt_version=str(item.get("prompt_version", "")),
+            usage=usage,
+            image=item.get("image"),
+            description=description,
+            error_type=item.get("error_type"),
+            error_message=item.get("error_message"),
+            output_mode=item.get("output_mode"),
+            cache_hit=bool(item.get("cache_hit", False)),
+        )
+
+
 def _drop_none(values: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in values.items() if v is not None}
 
 
+def _object_item(event: ObjectEvent, facts: ObjectFacts | None) -> dict[str, Any]:
+    return _drop_none(
+        {
+            "version_id": (facts.version_id if facts else None) or event.version_id,
+            "etag": ((facts.etag if facts else None) or event.etag or "").strip('"') or None,
+            "size": facts.size if facts and facts.size is not None else event.size,
+            "content_type": bounded(facts.content_type, 256) if facts and facts.content_type else None,
+            "last_modified": facts.last_modified if facts else None,
+            "sequencer": event.sequencer,
+            "event_name": event.event_name,
+            "event_time": event.event_time,
+        }
+    )
+
+
 def build_record(
-    *,
     event: ObjectEvent,
     facts: ObjectFacts | None,
-    model_id: str,
-    detail: str,
-    image: dict[str, Any] | None,
-    description: ImageDescription | None,
-    usage: ModelUsage,
-    error: SightlineError | None = None,
-    cache_hit: bool = False,
+    result: DescribeResult,
     processed_at: str | None = None,
 ) -> dict[str, Any]:
-    """One record per object key: a success carries the model's fields, a failure its error type and message."""
-    record: dict[str, Any] = {
+    """One record per object key: the object's facts plus what describing it produced."""
+    return {
         "bucket": event.bucket,
         "key": event.key,
         "schema_version": RECORD_SCHEMA_VERSION,
-        "status": FAILED if error else SUCCEEDED,
-        "cache_hit": cache_hit,
-        "model_id": model_id,
-        "detail": detail,
-        "prompt_version": PROMPT_VERSION,
-        "object": _drop_none(_object_item(event, facts)),
-        "usage": usage.as_item(),
+        "object": _object_item(event, facts),
         "processed_at": processed_at or utc_now_iso(),
+        **result.to_item(),
     }
-    if usage.model_calls:
-        record["model_latency_ms"] = usage.latency_ms
-    if image is not None:
-        record["image"] = image
-    if description is not None and error is None:
-        record.update(
-            description=description.description,
-            alt_text=description.alt_text,
-            text=description.text,
-            has_text=description.has_text,
-            tags=list(description.tags),
-            adjustments=list(description.adjustments),
-        )
-    else:
-        record["has_text"] = False
-    if error is not None:
-        record["error_type"] = error.error_type
-        record["error_message"] = error.message[:2000]
-    return record
 
 
 def build_deleted_record(event: ObjectEvent, processed_at: str | None = None) -> dict[str, Any]:
@@ -160,14 +202,41 @@ def build_deleted_record(event: ObjectEvent, processed_at: str | None = None) ->
         "schema_version": RECORD_SCHEMA_VERSION,
         "status": DELETED,
         "has_text": False,
-        "object": _drop_none(_object_item(event, None)),
+        "object": _object_item(event, None),
         "processed_at": processed_at or utc_now_iso(),
     }
 
 
-def build_notification(record: dict[str, Any], table: str) -> tuple[dict[str, Any], dict[str, str]]:
-    """The SNS message (versioned JSON) and its message attributes, which subscribers filter on."""
-    text = record.get("text", "")
+def build_failed_storage_record(record: dict[str, Any], reason: str) -> dict[str, Any]:
+    """The record to store when DynamoDB refused the full one: the key's facts and why, nothing large."""
+    names = ("bucket", "key", "schema_version", "object", "processed_at", "usage", "order_key", "version_token")
+    kept = {name: record[name] for name in names if name in record}
+    return {
+        **kept,
+        "status": FAILED,
+        "has_text": False,
+        "notified": False,
+        "error_type": "RecordRejected",
+        "error_message": bounded(f"the result could not be stored: {reason}", ERROR_MESSAGE_MAX_BYTES),
+    }
+
+
+def _message_size(message: dict[str, Any]) -> int:
+    return utf8_size(json.dumps(message, ensure_ascii=False, separators=(",", ":")))
+
+
+def build_notification(
+    record: dict[str, Any], table: str, *, minimal: bool = False
+) -> tuple[dict[str, Any], dict[str, str]]:
+    """The SNS message (versioned JSON) and its message attributes, which subscribers filter on.
+
+    ``minimal`` leaves out the description fields: the fallback when SNS refused the full message.
+    """
+    succeeded = record["status"] == SUCCEEDED
+    text, text_cut = record.get("text", ""), False
+    if succeeded:
+        cut = bounded(text, NOTIFICATION_TEXT_MAX_BYTES)
+        text, text_cut = cut, cut != text
     message = _drop_none(
         {
             "schema_version": NOTIFICATION_SCHEMA_VERSION,
@@ -181,8 +250,8 @@ def build_notification(record: dict[str, Any], table: str) -> tuple[dict[str, An
             "has_text": record["has_text"],
             "description": record.get("description"),
             "alt_text": record.get("alt_text"),
-            "text": text[:NOTIFICATION_TEXT_LIMIT] if record["status"] == SUCCEEDED else None,
-            "text_truncated": len(text) > NOTIFICATION_TEXT_LIMIT if record["status"] == SUCCEEDED else None,
+            "text": text if succeeded else None,
+            "text_truncated": (text_cut or bool(record.get("text_truncated"))) if succeeded else None,
             "tags": record.get("tags"),
             "model_id": record.get("model_id"),
             "cache_hit": record.get("cache_hit"),
@@ -192,6 +261,10 @@ def build_notification(record: dict[str, Any], table: str) -> tuple[dict[str, An
             "record": {"table": table, "bucket": record["bucket"], "key": record["key"]},
         }
     )
+    if minimal or _message_size(message) > SNS_MESSAGE_BUDGET_BYTES:
+        for name in ("description", "alt_text", "text", "tags"):
+            message.pop(name, None)
+        message["content_omitted"] = True  # read the record for the fields
     attributes = {
         "status": record["status"],
         "has_text": "true" if record["has_text"] else "false",

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from sightline.errors import SettingsError
+from sightline.ports import OUTPUT_MODE_SETTINGS, OutputModeSetting
 
 # The documented interface (README, template.yaml). Keep these names.
 RESULTS_TABLE = "RESULTS_TABLE"
@@ -24,6 +25,9 @@ MAX_IMAGE_PIXELS = "MAX_IMAGE_PIXELS"
 MODEL_TIMEOUT_SECONDS = "MODEL_TIMEOUT_SECONDS"
 MODEL_MAX_ATTEMPTS = "MODEL_MAX_ATTEMPTS"
 MODEL_MAX_OUTPUT_TOKENS = "MODEL_MAX_OUTPUT_TOKENS"
+MODEL_OUTPUT_MODE = "MODEL_OUTPUT_MODE"  # auto | json_schema | json_object | off
+MODEL_STREAM = "MODEL_STREAM"  # true | false
+MODEL_STREAM_STALL_SECONDS = "MODEL_STREAM_STALL_SECONDS"
 
 DEFAULT_MODEL_BASE_URL = "https://api.novita.ai/openai"
 DEFAULT_MODEL_ID = "qwen/qwen2.5-vl-72b-instruct"
@@ -48,6 +52,9 @@ class Settings:
     model_timeout_seconds: float = 30.0
     model_max_attempts: int = 3
     model_max_output_tokens: int = 1024
+    model_output_mode: OutputModeSetting = "auto"
+    model_stream: bool = True  # measured: see the README's "Streaming" section
+    model_stream_stall_seconds: float = 15.0
 
     def accepts_key(self, key: str) -> bool:
         """Suffix filter, case-insensitive (S3's own suffix filter is case-sensitive)."""
@@ -76,9 +83,31 @@ def _number(env: Mapping[str, str], name: str, default: float, minimum: float, c
     return value
 
 
-def load_settings(env: Mapping[str, str] | None = None) -> Settings:
-    """Read and validate settings once, at cold start: a missing table name fails here, not at the first write."""
+def _choice(env: Mapping[str, str], name: str, choices: tuple[str, ...], default: str) -> str:
+    raw = env.get(name, "").strip().lower() or default
+    if raw not in choices:
+        raise SettingsError(f"{name} must be one of {', '.join(choices)}, got {raw!r}")
+    return raw
+
+
+def _flag(env: Mapping[str, str], name: str, default: bool) -> bool:
+    raw = env.get(name, "").strip().lower()
+    if not raw:
+        return default
+    if raw in ("1", "true", "yes", "on"):
+        return True
+    if raw in ("0", "false", "no", "off"):
+        return False
+    raise SettingsError(f"{name} must be true or false, got {raw!r}")
+
+
+def load_settings(env: Mapping[str, str] | None = None, *, require_stack: bool = True) -> Settings:
+    """Read and validate settings once, at cold start: a missing table name fails here, not at the first write.
+
+    ``require_stack=False`` is for describing local files, where there is no table or topic.
+    """
     env = os.environ if env is None else env
+    stack = _required if require_stack else (lambda values, name: values.get(name, "").strip())
     raw_detail = env.get(IMAGE_DETAIL, "auto").strip().lower() or "auto"
     detail = next((d for d in DETAILS if d == raw_detail), None)
     if detail is None:
@@ -92,8 +121,8 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         raise SettingsError(f"{MODEL_BASE_URL} must be an http(s) URL, got {base_url!r}")
     suffixes = tuple(s.strip().lower() for s in env.get(OBJECT_KEY_SUFFIXES, "").split(",") if s.strip())
     return Settings(
-        results_table=_required(env, RESULTS_TABLE),
-        results_topic_arn=_required(env, RESULTS_TOPIC_ARN),
+        results_table=stack(env, RESULTS_TABLE),
+        results_topic_arn=stack(env, RESULTS_TOPIC_ARN),
         content_cache_table=env.get(CONTENT_CACHE_TABLE, "").strip() or None,
         model_base_url=base_url.rstrip("/"),
         model_id=env.get(MODEL_ID, "").strip() or DEFAULT_MODEL_ID,
@@ -106,4 +135,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         model_timeout_seconds=_number(env, MODEL_TIMEOUT_SECONDS, 30.0, 0.1, float),
         model_max_attempts=_number(env, MODEL_MAX_ATTEMPTS, 3, 1),
         model_max_output_tokens=_number(env, MODEL_MAX_OUTPUT_TOKENS, 1024, 64),
+        model_output_mode=_choice(env, MODEL_OUTPUT_MODE, OUTPUT_MODE_SETTINGS, "auto"),  # type: ignore[arg-type]
+        model_stream=_flag(env, MODEL_STREAM, True),
+        model_stream_stall_seconds=_number(env, MODEL_STREAM_STALL_SECONDS, 15.0, 1.0, float),
     )

@@ -10,10 +10,11 @@ from boto3.dynamodb.types import TypeDeserializer, TypeSerializer
 from botocore.exceptions import BotoCoreError, ClientError
 
 from sightline.adapters.aws_errors import translate_aws_error
-from sightline.errors import TransientError
 from sightline.events import ObjectEvent
-from sightline.pipeline import Claim
-from sightline.records import PROCESSING, TERMINAL
+from sightline.ordering import refused_claim
+from sightline.ports import Claim, ModelUsage
+from sightline.records import ERROR_MESSAGE_MAX_BYTES, PROCESSING
+from sightline.text import bounded
 
 _serializer = TypeSerializer()
 _deserializer = TypeDeserializer()
@@ -78,7 +79,7 @@ class DynamoDBResultStore:
         self, event: ObjectEvent, *, order: str, version: str, claim_id: str, until_ms: int, now_ms: int
     ) -> Claim:
         try:
-            self._client.update_item(
+            response = self._client.update_item(
                 TableName=self._table_name,
                 **self._key(event.bucket, event.key),
                 UpdateExpression=(
@@ -98,22 +99,17 @@ class DynamoDBResultStore:
                         ":false": False,
                     }
                 ),
+                ReturnValues="ALL_OLD",  # the previous item: usage paid by released deliveries of this event
                 ReturnValuesOnConditionCheckFailure="ALL_OLD",
             )
-            return Claim("claimed")
+            return Claim("claimed", from_item(response.get("Attributes") or {}) or None)
         except ClientError as exc:
             if not _condition_failed(exc):
                 raise translate_aws_error(exc, f"UpdateItem {self._table_name}") from exc
             current = from_item(exc.response.get("Item") or {}) or self._get(event.bucket, event.key)
         except BotoCoreError as exc:
             raise translate_aws_error(exc, f"UpdateItem {self._table_name}") from exc
-        if current is None or str(current.get("order_key", "")) < order:
-            return Claim("in_progress")  # changed between the write and the read: let the retry decide
-        if str(current["order_key"]) > order:
-            return Claim("stale", current)
-        if current.get("status") in TERMINAL:
-            return Claim("duplicate", current)
-        return Claim("in_progress", current)
+        return refused_claim(current, order)
 
     def _get(self, bucket: str, key: str) -> dict[str, Any] | None:
         try:
@@ -131,15 +127,25 @@ class DynamoDBResultStore:
             ExpressionAttributeValues=to_item({":claim": claim_id}),
         )
 
-    def release(self, event: ObjectEvent, claim_id: str, error: TransientError) -> None:
-        """Give the claim back at once (the retry need not wait for it to expire) and say why."""
+    def release(self, event: ObjectEvent, claim_id: str, error_type: str, message: str, usage: ModelUsage) -> None:
+        """Give the claim back at once (the retry need not wait for it to expire), say why, and keep what the
+        attempt paid for so the final record counts it."""
         self._write(
             "update_item",
             **self._key(event.bucket, event.key),
-            UpdateExpression="SET claim_until = :zero, last_error_type = :type, last_error_message = :message",
+            UpdateExpression=(
+                "SET claim_until = :zero, last_error_type = :type, last_error_message = :message,"
+                " attempt_usage = :usage"
+            ),
             ConditionExpression="claim_id = :claim",
             ExpressionAttributeValues=to_item(
-                {":zero": 0, ":type": error.error_type, ":message": error.message[:1000], ":claim": claim_id}
+                {
+                    ":zero": 0,
+                    ":type": bounded(error_type, 100),
+                    ":message": bounded(message, ERROR_MESSAGE_MAX_BYTES),
+                    ":usage": usage.to_item(),
+                    ":claim": claim_id,
+                }
             ),
         )
 
@@ -184,7 +190,10 @@ class DynamoDBContentCache:
         except (ClientError, BotoCoreError) as exc:
             raise translate_aws_error(exc, f"GetItem {self._table_name}") from exc
         entry = from_item(item.get("Item") or {})
-        return entry if entry.get("state") == "ready" else None
+        # DynamoDB's TTL deletes within days, not at the second: an expired entry is not served.
+        if entry.get("state") != "ready" or int(entry.get("expires_at", 0)) < time.time():
+            return None
+        return entry
 
     def claim(self, content_key: str, claim_id: str, until_ms: int, now_ms: int) -> bool:
         return conditional_write(
@@ -193,19 +202,29 @@ class DynamoDBContentCache:
             "update_item",
             **self._key(content_key),
             UpdateExpression="SET #state = :pending, claim_id = :claim, claim_until = :until",
-            ConditionExpression="attribute_not_exists(content_key) OR (#state = :pending AND claim_until < :now)",
+            ConditionExpression=(
+                "attribute_not_exists(content_key) OR (#state = :pending AND claim_until < :now)"
+                " OR (#state = :ready AND expires_at < :now_s)"
+            ),
             ExpressionAttributeNames={"#state": "state"},
             ExpressionAttributeValues=to_item(
-                {":pending": "pending", ":claim": claim_id, ":until": until_ms, ":now": now_ms}
+                {
+                    ":pending": "pending",
+                    ":ready": "ready",
+                    ":claim": claim_id,
+                    ":until": until_ms,
+                    ":now": now_ms,
+                    ":now_s": now_ms // 1000,
+                }
             ),
         )
 
-    def put(self, content_key: str, entry: dict[str, Any]) -> None:
+    def put(self, content_key: str, entry: dict[str, Any], ttl_seconds: int | None = None) -> None:
         item = {
             **entry,
             "content_key": content_key,
             "state": "ready",
-            "expires_at": int(time.time()) + self._ttl_seconds,
+            "expires_at": int(time.time()) + (ttl_seconds or self._ttl_seconds),
         }
         conditional_write(self._client, self._table_name, "put_item", Item=to_item(item))
 

@@ -9,8 +9,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 from sightline.adapters.aws_errors import translate_aws_error
 from sightline.errors import ObjectTooLargeError
 from sightline.events import ObjectEvent
-from sightline.pipeline import FetchedObject
-from sightline.records import ObjectFacts
+from sightline.ports import FetchedObject, ObjectFacts
 
 
 class S3ObjectStore:
@@ -26,7 +25,7 @@ class S3ObjectStore:
         try:
             response = self._client.get_object(**request)
         except (ClientError, BotoCoreError) as exc:
-            raise translate_aws_error(exc, f"GetObject {event.uri}") from exc
+            raise translate_aws_error(exc, f"GetObject {event.uri}", reading_object=True) from exc
         body = response["Body"]
         size = int(response.get("ContentLength") or 0)
         try:
@@ -37,7 +36,7 @@ class S3ObjectStore:
             if len(data) > max_bytes:
                 raise ObjectTooLargeError.for_size(len(data), max_bytes)
         except (ClientError, BotoCoreError) as exc:
-            raise translate_aws_error(exc, f"reading {event.uri}") from exc
+            raise translate_aws_error(exc, f"reading {event.uri}", reading_object=True) from exc
         finally:
             body.close()
         last_modified = response.get("LastModified")
@@ -49,5 +48,6 @@ class S3ObjectStore:
                 size=len(data),
                 content_type=response.get("ContentType"),
                 last_modified=last_modified.isoformat() if last_modified else None,
+                metadata={str(k).lower(): str(v) for k, v in (response.get("Metadata") or {}).items()},
             ),
         )

@@ -8,6 +8,7 @@ from typing import Any
 from botocore.exceptions import BotoCoreError, ClientError
 
 from sightline.adapters.aws_errors import translate_aws_error
+from sightline.text import storable
 
 
 class SnsNotifier:
@@ -19,7 +20,9 @@ class SnsNotifier:
         try:
             self._client.publish(
                 TopicArn=self._topic_arn,
-                Message=json.dumps(message, ensure_ascii=False, separators=(",", ":")),
+                # The domain bounds and scrubs every field; storable() here keeps a stray surrogate from ever
+                # becoming a UnicodeEncodeError inside botocore.
+                Message=storable(json.dumps(message, ensure_ascii=False, separators=(",", ":"))),
                 MessageAttributes={
                     name: {"DataType": "String", "StringValue": value} for name, value in attributes.items()
                 },

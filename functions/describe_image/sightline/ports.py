@@ -1,0 +1,168 @@
+"""Ports: what the use case needs from the outside world, and the value types that cross them.
+
+Adapters (``sightline.adapters``) implement these; unit tests use the in-memory fakes in ``tests/support``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Literal, Protocol
+
+from sightline.events import ObjectEvent
+
+# How the answer's JSON shape is asked for: a strict JSON Schema, JSON mode, or the prompt alone.
+OutputMode = Literal["json_schema", "json_object", "off"]
+OutputModeSetting = Literal["auto", "json_schema", "json_object", "off"]
+OUTPUT_MODE_SETTINGS: tuple[OutputModeSetting, ...] = ("auto", "json_schema", "json_object", "off")
+
+
+# --- Values
+
+
+@dataclass(frozen=True)
+class ObjectFacts:
+    """What S3 told us about the object we actually read."""
+
+    etag: str | None
+    version_id: str | None
+    size: int | None
+    content_type: str | None = None
+    last_modified: str | None = None
+    metadata: dict[str, str] = field(default_factory=dict)  # user metadata (x-amz-meta-*), names lower-case
+
+
+@dataclass(frozen=True)
+class FetchedObject:
+    body: bytes
+    facts: ObjectFacts
+
+
+@dataclass
+class ModelUsage:
+    """Everything the provider may bill for one object: every call that got an answer, failed ones included."""
+
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    total_tokens: int = 0
+    model_calls: int = 0
+    latency_ms: int = 0
+    usage_reported: bool = True
+
+    def add(self, prompt_tokens: int | None, completion_tokens: int | None, latency_ms: int) -> None:
+        self.model_calls += 1
+        self.latency_ms += latency_ms
+        if prompt_tokens is None or completion_tokens is None:
+            self.usage_reported = False  # some servers omit usage; say so rather than store zeros as fact
+        self.prompt_tokens += prompt_tokens or 0
+        self.completion_tokens += completion_tokens or 0
+        self.total_tokens = self.prompt_tokens + self.completion_tokens
+
+    def merge(self, other: ModelUsage) -> None:
+        self.prompt_tokens += other.prompt_tokens
+        self.completion_tokens += other.completion_tokens
+        self.total_tokens = self.prompt_tokens + self.completion_tokens
+        self.model_calls += other.model_calls
+        self.latency_ms += other.latency_ms
+        self.usage_reported = self.usage_reported and other.usage_reported
+
+    def to_item(self) -> dict[str, Any]:
+        return {
+            "prompt_tokens": self.prompt_tokens,
+            "completion_tokens": self.completion_tokens,
+            "total_tokens": self.total_tokens,
+            "model_calls": self.model_calls,
+            "usage_reported": self.usage_reported,
+        }
+
+    @classmethod
+    def from_item(cls, item: dict[str, Any] | None) -> ModelUsage:
+        item = item or {}
+        return cls(
+            prompt_tokens=int(item.get("prompt_tokens", 0)),
+            completion_tokens=int(item.get("completion_tokens", 0)),
+            total_tokens=int(item.get("total_tokens", 0)),
+            model_calls=int(item.get("model_calls", 0)),
+            latency_ms=int(item.get("latency_ms", 0)),
+            usage_reported=bool(item.get("usage_reported", True)),
+        )
+
+
+@dataclass(frozen=True)
+class ModelRequest:
+    """One chat completion to ask for. ``json_schema`` is the answer's shape, for structured output."""
+
+    messages: list[dict[str, Any]]
+    json_schema: dict[str, Any] | None = None
+    schema_name: str = "answer"
+    max_output_tokens: int | None = None  # None: the adapter's configured limit
+    model_id: str | None = None  # None: the adapter's configured model
+
+
+@dataclass(frozen=True)
+class ModelAnswer:
+    """What one HTTP 200 chat completion said, read from any of the shapes providers send."""
+
+    content: str
+    finish_reason: str | None
+    prompt_tokens: int | None
+    completion_tokens: int | None
+    latency_ms: int
+    refusal: str | None = None  # message.refusal (OpenAI-style structured refusals)
+    tool_arguments: tuple[str, ...] = ()  # function-call arguments, where a model answered through tools
+    output_mode: OutputMode = "off"  # how the JSON shape was asked for in the call that answered
+    streamed: bool = False
+
+
+@dataclass(frozen=True)
+class Claim:
+    """The answer to 'may this delivery apply its event to the key?'."""
+
+    kind: Literal["claimed", "stale", "duplicate", "in_progress"]
+    current: dict[str, Any] | None = None  # the stored record, for stale and duplicate
+
+
+# --- Ports
+
+
+class ObjectStore(Protocol):
+    def fetch(self, event: ObjectEvent, max_bytes: int) -> FetchedObject: ...
+
+
+class VisionModel(Protocol):
+    def complete(self, request: ModelRequest, deadline: float | None, usage: ModelUsage) -> ModelAnswer:
+        """One answer. Every HTTP 200 is added to ``usage`` (it may be billed), even one that is then refused.
+
+        Raises the domain's errors only: ModelUnavailableError / ProviderResponseError (transient),
+        ConfigurationError, ModelRejectedImageError / RequestTooLargeError / ModelRefusedError (permanent).
+        """
+        ...
+
+
+class ResultStore(Protocol):
+    def claim(
+        self, event: ObjectEvent, *, order: str, version: str, claim_id: str, until_ms: int, now_ms: int
+    ) -> Claim: ...
+
+    def complete(self, record: dict[str, Any], claim_id: str) -> bool: ...
+
+    def release(self, event: ObjectEvent, claim_id: str, error_type: str, message: str, usage: ModelUsage) -> None: ...
+
+    def claim_notification(self, record: dict[str, Any], until_ms: int, now_ms: int) -> bool: ...
+
+    def mark_notified(self, record: dict[str, Any], notified: bool) -> None: ...
+
+
+class ContentCache(Protocol):
+    def get(self, content_key: str) -> dict[str, Any] | None:
+        """A finished entry (a description or a permanent failure), or None."""
+        ...
+
+    def claim(self, content_key: str, claim_id: str, until_ms: int, now_ms: int) -> bool: ...
+
+    def put(self, content_key: str, entry: dict[str, Any], ttl_seconds: int | None = None) -> None: ...
+
+    def release(self, content_key: str, claim_id: str) -> None: ...
+
+
+class Notifier(Protocol):
+    def publish(self, message: dict[str, Any], attributes: dict[str, str]) -> None: ...

@@ -1,0 +1,204 @@
+"""In-memory fakes of the use case's ports, with the same conditional semantics as the DynamoDB adapters."""
+
+from __future__ import annotations
+
+import copy
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from sightline.errors import ObjectNotFoundError, RecordRejectedError
+from sightline.events import ObjectEvent
+from sightline.ordering import refused_claim
+from sightline.ports import Claim, FetchedObject, ModelAnswer, ModelRequest, ModelUsage, ObjectFacts
+from sightline.records import PROCESSING
+
+
+@dataclass
+class FakeObjectStore:
+    bodies: dict[str, bytes] = field(default_factory=dict)
+    metadata: dict[str, dict[str, str]] = field(default_factory=dict)
+
+    def fetch(self, event: ObjectEvent, max_bytes: int) -> FetchedObject:
+        if event.key not in self.bodies:
+            raise ObjectNotFoundError(f"GetObject {event.uri} failed: NoSuchKey")
+        body = self.bodies[event.key]
+        facts = ObjectFacts(
+            etag=event.etag, version_id=event.version_id, size=len(body), metadata=self.metadata.get(event.key, {})
+        )
+        return FetchedObject(body=body, facts=facts)
+
+
+class FakeResultStore:
+    """One record per (bucket, key), claimed and completed under the same conditions as DynamoDBResultStore."""
+
+    def __init__(self) -> None:
+        self.items: dict[tuple[str, str], dict[str, Any]] = {}
+        self.lock = threading.Lock()
+        self.reject_next_complete = 0  # how many complete() calls to refuse as DynamoDB's ValidationException
+
+    def get(self, bucket: str, key: str) -> dict[str, Any] | None:
+        with self.lock:
+            item = self.items.get((bucket, key))
+            return copy.deepcopy(item) if item else None
+
+    def claim(
+        self, event: ObjectEvent, *, order: str, version: str, claim_id: str, until_ms: int, now_ms: int
+    ) -> Claim:
+        with self.lock:
+            current = self.items.get((event.bucket, event.key))
+            claimable = (
+                current is None
+                or str(current["order_key"]) < order
+                or (
+                    current["order_key"] == order
+                    and current["status"] == PROCESSING
+                    and current["claim_until"] < now_ms
+                )
+            )
+            if not claimable:
+                return refused_claim(copy.deepcopy(current), order)
+            previous = copy.deepcopy(current)
+            item = current if current is not None else {"bucket": event.bucket, "key": event.key}
+            item.update(
+                order_key=order,
+                version_token=version,
+                status=PROCESSING,
+                claim_id=claim_id,
+                claim_until=until_ms,
+                notified=False,
+            )
+            self.items[(event.bucket, event.key)] = item
+            return Claim("claimed", previous)
+
+    def complete(self, record: dict[str, Any], claim_id: str) -> bool:
+        with self.lock:
+            if self.reject_next_complete:
+                self.reject_next_complete -= 1
+                raise RecordRejectedError("PutItem failed: ValidationException: Item size has exceeded the limit")
+            current = self.items.get((record["bucket"], record["key"]))
+            if current is None or current.get("claim_id") != claim_id:
+                return False
+            self.items[(record["bucket"], record["key"])] = {
+                **copy.deepcopy(record),
+                "claim_id": claim_id,
+                "claim_until": 0,
+            }
+            return True
+
+    def release(self, event: ObjectEvent, claim_id: str, error_type: str, message: str, usage: ModelUsage) -> None:
+        with self.lock:
+            current = self.items.get((event.bucket, event.key))
+            if current is not None and current.get("claim_id") == claim_id:
+                current.update(
+                    claim_until=0, last_error_type=error_type, last_error_message=message, attempt_usage=usage.to_item()
+                )
+
+    def claim_notification(self, record: dict[str, Any], until_ms: int, now_ms: int) -> bool:
+        with self.lock:
+            current = self.items.get((record["bucket"], record["key"]))
+            if (
+                current is None
+                or current.get("order_key") != record["order_key"]
+                or current.get("notified")
+                or current.get("notify_until", 0) >= now_ms
+            ):
+                return False
+            current["notify_until"] = until_ms
+            return True
+
+    def mark_notified(self, record: dict[str, Any], notified: bool) -> None:
+        with self.lock:
+            current = self.items.get((record["bucket"], record["key"]))
+            if current is not None and current.get("order_key") == record["order_key"]:
+                current.update(notified=notified, notify_until=0)
+
+
+class FakeContentCache:
+    def __init__(self) -> None:
+        self.entries: dict[str, dict[str, Any]] = {}
+        self.lock = threading.Lock()
+
+    def get(self, content_key: str) -> dict[str, Any] | None:
+        with self.lock:
+            entry = self.entries.get(content_key)
+            return copy.deepcopy(entry) if entry and entry.get("state") == "ready" else None
+
+    def claim(self, content_key: str, claim_id: str, until_ms: int, now_ms: int) -> bool:
+        with self.lock:
+            entry = self.entries.get(content_key)
+            if entry is not None and not (entry["state"] == "pending" and entry["claim_until"] < now_ms):
+                return False
+            self.entries[content_key] = {"state": "pending", "claim_id": claim_id, "claim_until": until_ms}
+            return True
+
+    def put(self, content_key: str, entry: dict[str, Any], ttl_seconds: int | None = None) -> None:
+        with self.lock:
+            self.entries[content_key] = {**copy.deepcopy(entry), "state": "ready", "ttl_seconds": ttl_seconds}
+
+    def release(self, content_key: str, claim_id: str) -> None:
+        with self.lock:
+            entry = self.entries.get(content_key)
+            if entry is not None and entry["state"] == "pending" and entry["claim_id"] == claim_id:
+                entry["claim_until"] = 0
+
+
+@dataclass
+class FakeNotifier:
+    published: list[tuple[dict[str, Any], dict[str, str]]] = field(default_factory=list)
+    failures: list[BaseException] = field(default_factory=list)  # raised, in order, before publishing
+
+    def publish(self, message: dict[str, Any], attributes: dict[str, str]) -> None:
+        if self.failures:
+            raise self.failures.pop(0)
+        self.published.append((message, attributes))
+
+
+Script = ModelAnswer | BaseException | Callable[[ModelRequest], ModelAnswer]
+
+
+def answer(content: str | None = None, **fields: Any) -> ModelAnswer:
+    """A completion as the adapter returns it: 100 prompt and 20 completion tokens unless told otherwise."""
+    values: dict[str, Any] = {
+        "content": content or "",
+        "finish_reason": "stop",
+        "prompt_tokens": 100,
+        "completion_tokens": 20,
+        "latency_ms": 5,
+    }
+    values.update(fields)
+    return ModelAnswer(**values)
+
+
+class ScriptedModel:
+    """Answers (or raises) from a script, then from a default; counts every call like the real adapter.
+
+    An exception in the script stands for a call that got no HTTP 200, so no usage is added.
+    """
+
+    def __init__(self, *script: Script, default: Script | None = None, delay: float = 0.0) -> None:
+        self.script: list[Script] = list(script)
+        self.default = default
+        self.delay = delay
+        self.requests: list[ModelRequest] = []
+        self.lock = threading.Lock()
+
+    @property
+    def calls(self) -> int:
+        return len(self.requests)
+
+    def complete(self, request: ModelRequest, deadline: float | None, usage: ModelUsage) -> ModelAnswer:
+        with self.lock:
+            self.requests.append(request)
+            step = self.script.pop(0) if self.script else self.default
+        if self.delay:
+            time.sleep(self.delay)
+        if step is None:
+            raise AssertionError("the model was called more often than scripted")
+        if isinstance(step, BaseException):
+            raise step
+        result = step if isinstance(step, ModelAnswer) else step(request)
+        usage.add(result.prompt_tokens, result.completion_tokens, result.latency_ms)
+        return result
