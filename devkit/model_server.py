@@ -30,9 +30,14 @@ __all__ = [
     "Responder",
     "ScriptedResponder",
     "completion",
+    "completion_chunk",
     "default_reply",
     "error_reply",
     "estimate_prompt_tokens",
+    "response_format_gate",
+    "sse_body",
+    "sse_event",
+    "stream_reply",
 ]
 
 log = logging.getLogger(__name__)
@@ -99,6 +104,28 @@ class ChatRequest:
     @property
     def model(self) -> str:
         return str(self.body.get("model") or "")
+
+    @property
+    def response_format(self) -> dict[str, Any] | None:
+        """The request's response_format object, or None when none was sent."""
+        value = self.body.get("response_format")
+        return value if isinstance(value, dict) else None
+
+    @property
+    def response_format_type(self) -> str:
+        """ "json_schema", "json_object", "text" …, or "off" when no response_format was sent."""
+        value = (self.response_format or {}).get("type")
+        return str(value) if value else "off"
+
+    @property
+    def stream(self) -> bool:
+        return self.body.get("stream") is True
+
+    @property
+    def include_usage(self) -> bool:
+        """Whether a streaming request asked for the usage chunk (stream_options.include_usage)."""
+        options = self.body.get("stream_options")
+        return isinstance(options, dict) and options.get("include_usage") is True
 
     @property
     def messages(self) -> list[dict[str, Any]]:
@@ -174,13 +201,20 @@ def _decode_data_url(url: str) -> tuple[str, bytes]:
 
 @dataclass
 class Reply:
-    """What the server sends back; body dicts are sent as JSON, None as an empty body."""
+    """What the server sends back; body dicts are sent as JSON, None as an empty body.
+
+    With ``chunks`` the body is streamed instead: the headers go out after ``delay_seconds``, then each
+    ``(delay, data)`` is written as one HTTP chunk (Transfer-Encoding: chunked) after waiting ``delay``
+    seconds, so a client reads it incrementally; the default content type is ``text/event-stream``.
+    ``drop_connection`` then means: after the chunks, drop the connection without ending the body.
+    """
 
     status: int = 200
-    body: dict[str, Any] | bytes | str | None = None
+    body: dict[str, Any] | list[Any] | bytes | str | None = None
     headers: dict[str, str] = field(default_factory=dict)
     delay_seconds: float = 0.0
     drop_connection: bool = False
+    chunks: list[tuple[float, bytes]] | None = None
 
 
 Responder = Callable[[ChatRequest], Reply]
@@ -229,6 +263,115 @@ def error_reply(
     return Reply(status=status, body=body, headers=dict(headers or {}))
 
 
+def completion_chunk(
+    content: str | None = None,
+    *,
+    model: str = DEFAULT_MODEL,
+    finish_reason: str | None = None,
+    role: str | None = None,
+    refusal: str | None = None,
+    tool_calls: list[dict[str, Any]] | None = None,
+    usage: tuple[int, int] | None = None,
+    choices: bool = True,
+    chunk_id: str | None = None,
+) -> dict[str, Any]:
+    """A chat.completion.chunk: one streamed delta (or, with ``choices=False``, the final usage-only chunk)."""
+    delta: dict[str, Any] = {}
+    if role is not None:
+        delta["role"] = role
+    if content is not None:
+        delta["content"] = content
+    if refusal is not None:
+        delta["refusal"] = refusal
+    if tool_calls is not None:
+        delta["tool_calls"] = tool_calls
+    body: dict[str, Any] = {
+        "id": chunk_id or f"chatcmpl-{uuid.uuid4().hex[:24]}",
+        "object": "chat.completion.chunk",
+        "created": int(time.time()),
+        "model": model,
+        "choices": [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish_reason}] if choices else [],
+    }
+    if usage is not None:
+        prompt_tokens, completion_tokens = usage
+        body["usage"] = {
+            "prompt_tokens": prompt_tokens,
+            "completion_tokens": completion_tokens,
+            "total_tokens": prompt_tokens + completion_tokens,
+        }
+    return body
+
+
+def sse_event(event: dict[str, Any] | str) -> bytes:
+    """One server-sent event: ``data: <json>`` (or the string as is, e.g. "[DONE]") and a blank line."""
+    data = event if isinstance(event, str) else json.dumps(event)
+    return f"data: {data}\n\n".encode()
+
+
+def sse_body(events: Iterable[dict[str, Any] | str], *, done: bool = True) -> bytes:
+    """A whole text/event-stream body, e.g. for a streaming-only proxy that streams every answer."""
+    return b"".join(sse_event(e) for e in events) + (sse_event("[DONE]") if done else b"")
+
+
+def stream_reply(
+    contents: Iterable[str],
+    *,
+    model: str = DEFAULT_MODEL,
+    usage: tuple[int, int] | None = (100, 20),
+    finish_reason: str | None = "stop",
+    delay_between: float = 0.0,
+    first_delay: float = 0.0,
+    stall_after: int | None = None,
+    stall_seconds: float = 60.0,
+    done: bool = True,
+    drop_connection: bool = False,
+    status: int = 200,
+    headers: dict[str, str] | None = None,
+) -> Reply:
+    """A streamed answer as OpenAI sends it: a role chunk, one chunk per content piece, a chunk with the
+    finish_reason, a usage-only chunk (when ``usage`` is given) and ``data: [DONE]``.
+
+    ``delay_between`` paces the pieces; ``first_delay`` is the time to the first token; ``stall_after=n``
+    makes the server go quiet for ``stall_seconds`` after n pieces (closing the server wakes it).
+    ``finish_reason=None`` with ``done=False`` ends the body mid-answer, as a broken upstream does.
+    """
+    chunk_id = f"chatcmpl-{uuid.uuid4().hex[:24]}"
+    chunks: list[tuple[float, bytes]] = [
+        (0.0, sse_event(completion_chunk("", model=model, role="assistant", chunk_id=chunk_id)))
+    ]
+    for index, piece in enumerate(contents):
+        delay = first_delay if index == 0 else delay_between
+        if stall_after is not None and index == stall_after:
+            delay += stall_seconds
+        chunks.append((delay, sse_event(completion_chunk(piece, model=model, chunk_id=chunk_id))))
+    if finish_reason is not None:
+        chunks.append((0.0, sse_event(completion_chunk(model=model, finish_reason=finish_reason, chunk_id=chunk_id))))
+    if usage is not None:
+        chunks.append((0.0, sse_event(completion_chunk(model=model, usage=usage, choices=False, chunk_id=chunk_id))))
+    if done:
+        chunks.append((0.0, sse_event("[DONE]")))
+    return Reply(status=status, headers=dict(headers or {}), chunks=chunks, drop_connection=drop_connection)
+
+
+def response_format_gate(
+    *unsupported: str,
+    status: int = 400,
+    message: str = "response_format {type} is not supported by this model",
+    then: Responder | None = None,
+) -> Responder:
+    """A responder for a provider without (some) structured output: a request whose response_format type
+    is in ``unsupported`` ("json_schema", "json_object") gets an error; any other goes to ``then``."""
+    answer = then or default_reply
+
+    def respond(request: ChatRequest) -> Reply:
+        kind = request.response_format_type
+        if kind in unsupported:
+            return error_reply(status, message.format(type=kind), "invalid_request_error", code="unsupported_parameter")
+        return answer(request)
+
+    return respond
+
+
 def estimate_prompt_tokens(request: ChatRequest) -> int:
     """A plausible prompt-token count: one per 28x28 patch of each image, plus text and overhead."""
     tokens = BASE_PROMPT_TOKENS + sum(len(t) for t in request.text_parts + request.system_texts) // 4
@@ -256,14 +399,20 @@ def _image_size(data: bytes) -> tuple[int, int] | None:
 
 
 def default_reply(request: ChatRequest) -> Reply:
-    """Answer with DEFAULT_ANSWER as JSON content and plausible usage."""
+    """Answer with DEFAULT_ANSWER as JSON content and plausible usage.
+
+    A request with ``stream: true`` is answered as a stream (server-sent events), with the usage chunk
+    when ``stream_options.include_usage`` asks for it, as OpenAI does.
+    """
     content = json.dumps(DEFAULT_ANSWER)
-    body = completion(
-        content,
-        model=request.model or DEFAULT_MODEL,
-        prompt_tokens=estimate_prompt_tokens(request),
-        completion_tokens=len(content) // 4,
-    )
+    model = request.model or DEFAULT_MODEL
+    prompt_tokens = estimate_prompt_tokens(request)
+    completion_tokens = len(content) // 4
+    if request.stream:
+        pieces = [content[i : i + 16] for i in range(0, len(content), 16)]
+        usage = (prompt_tokens, completion_tokens) if request.include_usage else None
+        return stream_reply(pieces, model=model, usage=usage)
+    body = completion(content, model=model, prompt_tokens=prompt_tokens, completion_tokens=completion_tokens)
     return Reply(body=body)
 
 
@@ -314,6 +463,8 @@ class _Handler(BaseHTTPRequestHandler):
 
     def setup(self) -> None:
         super().setup()
+        with contextlib.suppress(OSError):  # Small streamed chunks go out at once, not after a delayed ACK.
+            self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self.server.owner._track_connection(self.connection, add=True)
 
     def finish(self) -> None:
@@ -369,11 +520,17 @@ class _Handler(BaseHTTPRequestHandler):
                 return error_reply(500, f"Responder failed: {exc!r}", "server_error")
         return error_reply(404, f"No route for {request.method} {request.path}.", "invalid_request_error")
 
+    def _drop(self) -> None:
+        self.close_connection = True
+        with contextlib.suppress(OSError):  # The client may have gone already.
+            self.connection.shutdown(socket.SHUT_RDWR)
+
     def _send(self, reply: Reply) -> None:
+        if reply.chunks is not None:
+            self._send_chunked(reply, reply.chunks)
+            return
         if reply.drop_connection:
-            self.close_connection = True
-            with contextlib.suppress(OSError):  # The client may have gone already.
-                self.connection.shutdown(socket.SHUT_RDWR)
+            self._drop()
             return
         content_type, payload = _encode_body(reply.body)
         headers = Headers({"Content-Type": content_type})
@@ -387,8 +544,34 @@ class _Handler(BaseHTTPRequestHandler):
         self.wfile.write(payload)
         self.wfile.flush()
 
+    def _send_chunked(self, reply: Reply, chunks: list[tuple[float, bytes]]) -> None:
+        headers = Headers({"Content-Type": "text/event-stream; charset=utf-8", "Cache-Control": "no-cache"})
+        headers.update(Headers(reply.headers))
+        headers.pop("content-length", None)
+        headers["Transfer-Encoding"] = "chunked"
+        headers.setdefault("x-request-id", f"req_{uuid.uuid4().hex[:16]}")
+        self.send_response(reply.status)
+        for key, value in headers.items():
+            self.send_header(key, value)
+        self.end_headers()
+        self.wfile.flush()
+        stopping = self.server.owner._stopping
+        for delay, data in chunks:
+            if delay > 0 and stopping.wait(delay):
+                self._drop()  # Shutting down mid-stream: end it as a broken connection.
+                return
+            if data:
+                # Size line, data and CRLF in one write, so each chunk is one segment on the wire.
+                self.wfile.write(b"%x\r\n%s\r\n" % (len(data), data))
+                self.wfile.flush()
+        if reply.drop_connection:
+            self._drop()
+            return
+        self.wfile.write(b"0\r\n\r\n")
+        self.wfile.flush()
 
-def _encode_body(body: dict[str, Any] | bytes | str | None) -> tuple[str, bytes]:
+
+def _encode_body(body: dict[str, Any] | list[Any] | bytes | str | None) -> tuple[str, bytes]:
     if body is None:
         return "application/json", b""
     if isinstance(body, bytes):

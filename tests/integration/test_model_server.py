@@ -26,6 +26,8 @@ from devkit.model_server import (
     ScriptedResponder,
     completion,
     error_reply,
+    response_format_gate,
+    stream_reply,
 )
 
 pytestmark = pytest.mark.integration
@@ -260,3 +262,61 @@ def test_close_wakes_delayed_handlers_and_frees_the_port(responder: ScriptedResp
     server.close()  # A second close is a no-op.
     with pytest.raises(OSError):
         socket.create_connection(("127.0.0.1", port), timeout=1).close()
+
+
+def test_default_reply_streams_with_usage_when_asked(server: ModelServer, make_client: ClientFactory) -> None:
+    # GIVEN the default responder and a streaming request that asks for usage
+    stream = _ask(make_client(), stream=True, stream_options={"include_usage": True})
+
+    # WHEN the SDK reads the stream
+    chunks = list(stream)
+
+    # THEN the deltas make the default answer and the last chunk carries the usage
+    content = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    assert json.loads(content) == DEFAULT_ANSWER
+    assert [c.choices[0].finish_reason for c in chunks if c.choices][-1] == "stop"
+    assert chunks[-1].choices == [] and chunks[-1].usage is not None and chunks[-1].usage.prompt_tokens > 0
+    [request] = server.chat_requests
+    assert request.stream and request.include_usage
+
+
+def test_default_reply_streams_without_usage_unless_asked(make_client: ClientFactory) -> None:
+    chunks = list(_ask(make_client(), stream=True))
+
+    assert all(c.usage is None for c in chunks)
+
+
+def test_stream_reply_paces_its_chunks(responder: ScriptedResponder, make_client: ClientFactory) -> None:
+    # GIVEN a stream of four pieces 0.2 s apart
+    responder.push(stream_reply(["a", "b", "c", "d"], delay_between=0.2))
+
+    # WHEN the SDK reads it, noting when each piece arrives
+    started = time.monotonic()
+    arrivals = [
+        (c.choices[0].delta.content, time.monotonic() - started)
+        for c in _ask(make_client(), stream=True)
+        if c.choices and c.choices[0].delta.content
+    ]
+
+    # THEN they arrived one by one, not all at the end
+    assert [piece for piece, _ in arrivals] == ["a", "b", "c", "d"]
+    assert arrivals[0][1] < 0.15 and arrivals[-1][1] >= 0.55
+
+
+def test_response_format_is_recorded_and_a_gate_can_refuse_it(
+    server: ModelServer, responder: ScriptedResponder, make_client: ClientFactory
+) -> None:
+    # GIVEN a provider without json_schema support
+    responder.default = response_format_gate("json_schema")
+    client = make_client()
+
+    # WHEN json_schema and then json_object are asked for
+    with pytest.raises(openai.BadRequestError) as caught:
+        _ask(client, response_format={"type": "json_schema", "json_schema": {"name": "a", "schema": {}}})
+    response = _ask(client, response_format={"type": "json_object"})
+
+    # THEN the first is refused, the second answered, and both were recorded
+    assert "json_schema is not supported" in caught.value.message
+    assert json.loads(response.choices[0].message.content) == DEFAULT_ANSWER
+    assert [r.response_format_type for r in server.chat_requests] == ["json_schema", "json_object"]
+    assert server.chat_requests[1].response_format == {"type": "json_object"}
