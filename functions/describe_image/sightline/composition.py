@@ -14,6 +14,7 @@ from botocore.config import Config
 
 from sightline.adapters.dynamodb import DynamoDBContentCache, DynamoDBResultStore
 from sightline.adapters.model import OpenAIVisionModel
+from sightline.adapters.openai_warmup import prime_openai_models
 from sightline.adapters.s3 import S3ObjectStore
 from sightline.adapters.sns import SnsNotifier
 from sightline.errors import ConfigurationError
@@ -88,13 +89,20 @@ def build_pipeline(settings: Settings, session: boto3.session.Session | None = N
         results=DynamoDBResultStore(dynamodb, settings.results_table),
         cache=DynamoDBContentCache(dynamodb, settings.content_cache_table) if settings.content_cache_table else None,
         notifier=SnsNotifier(session.client("sns", config=AWS_CLIENT_CONFIG), settings.results_topic_arn),
-        model=OpenAIVisionModel(
-            build_model_client(settings),
-            settings.model_id,
-            max_output_tokens=settings.model_max_output_tokens,
-            timeout_seconds=settings.model_timeout_seconds,
-            max_attempts=settings.model_max_attempts,
-        ),
+        model=build_model(settings),
+    )
+
+
+def build_model(settings: Settings) -> OpenAIVisionModel:
+    return OpenAIVisionModel(
+        build_model_client(settings),
+        settings.model_id,
+        max_output_tokens=settings.model_max_output_tokens,
+        timeout_seconds=settings.model_timeout_seconds,
+        max_attempts=settings.model_max_attempts,
+        output_mode=settings.model_output_mode,
+        stream=settings.model_stream,
+        stall_seconds=settings.model_stream_stall_seconds,
     )
 
 
@@ -102,6 +110,8 @@ def build_pipeline(settings: Settings, session: boto3.session.Session | None = N
 def get_runtime() -> Runtime:
     """Built at the first invocation of a cold start and reused; never at import time."""
     settings = load_settings()
+    # The SDK's pydantic models are built lazily; build them here, in one thread, before ten calls race to.
+    prime_openai_models()
     return Runtime(
         settings=settings,
         pipeline=build_pipeline(settings),
