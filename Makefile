@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 export PYTHONPATH := $(CURDIR)/functions/describe_image:$(CURDIR)
 LAYER_DIR ?= $(CURDIR)/.build/layer
 
-.PHONY: help venv run test unit integration lint format validate layer build deploy bench bench-prepare bench-batch redrive records ci clean
+.PHONY: help venv run test unit integration lint format validate layer build deploy bench bench-prepare bench-batch bench-streaming redrive records ci clean
 
 help:
 	@echo "make run        the whole pipeline locally: moto (AWS) + sample uploads + the real handler"
@@ -14,15 +14,17 @@ help:
 	@echo "make validate   cfn-lint on template.yaml"
 	@echo "make layer      build the Lambda layer for arm64 / Python 3.13 into $(LAYER_DIR) (no Docker)"
 	@echo "make build      sam build (needs the SAM CLI; the layer builds with the same pip command)"
-	@echo "make bench      benchmarks that print figures: image preparation vs libvips and naive Pillow, batch concurrency"
+	@echo "make bench      benchmarks that print figures: image preparation vs libvips and naive Pillow, batch concurrency, streaming"
 	@echo "make records   list records with their reasons (ARGS=\"--status processing\", --json, --stack-name NAME)"
 	@echo "make redrive   move the dead-letter queue back to the uploads queue (ARGS=\"--dry-run\")"
 	@echo "make ci         what .ci/run runs: lint, validate, test"
 
-$(VENV)/.installed: requirements-dev.txt layers/runtime/requirements.txt constraints.txt layers/runtime/constraints.txt
+$(VENV)/.installed: requirements-dev.txt layers/runtime/requirements.txt constraints.txt layers/runtime/constraints.txt pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --disable-pip-version-check --upgrade pip
 	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements-dev.txt -c constraints.txt
+	# The `sightline` command (an editable install: the venv runs the code in this checkout).
+	$(PY) -m pip install --quiet --disable-pip-version-check --no-deps --no-build-isolation -e .
 	touch $@
 
 venv: $(VENV)/.installed
@@ -42,7 +44,7 @@ integration: venv
 lint: venv
 	$(PY) -m ruff check .
 	$(PY) -m ruff format --check .
-	$(PY) -m mypy functions/describe_image devkit benchmarks scripts
+	$(PY) -m mypy functions/describe_image devkit benchmarks scripts sightline_cli
 
 format: venv
 	$(PY) -m ruff check --fix .
@@ -64,13 +66,16 @@ $(VENV)/.bench-installed: $(VENV)/.installed requirements-bench.txt
 	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements-bench.txt -c constraints.txt
 	touch $@
 
-bench: bench-prepare bench-batch
+bench: bench-prepare bench-batch bench-streaming
 
 bench-prepare: $(VENV)/.bench-installed
 	$(PY) -m benchmarks.prepare $(ARGS)
 
 bench-batch: venv
 	$(PY) -m benchmarks.batch
+
+bench-streaming: venv
+	$(PY) -m benchmarks.streaming $(ARGS)
 
 records: venv
 	$(PY) -m scripts.list_records $(ARGS)

@@ -71,6 +71,9 @@ def test_the_function_reads_the_documented_environment(transformed: dict[str, An
         settings.MODEL_TIMEOUT_SECONDS,
         settings.MODEL_MAX_ATTEMPTS,
         settings.MODEL_MAX_OUTPUT_TOKENS,
+        settings.MODEL_OUTPUT_MODE,
+        settings.MODEL_STREAM,
+        settings.MODEL_STREAM_STALL_SECONDS,
     }
     assert documented <= set(variables), sorted(documented - set(variables))
     assert settings.MODEL_API_KEY not in variables, "the deployed stack reads the key from Secrets Manager only"
