@@ -12,7 +12,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from sightline.answers import AnswerRules, ImageDescription, looks_like_refusal, read_answer
+from sightline.answers import FIELDS_MAX_BYTES, AnswerRules, ImageDescription, looks_like_refusal, read_answer
 from sightline.errors import EmptyModelAnswerError, InvalidModelOutputError, ModelRefusedError
 from sightline.text import storable, utf8_size
 
@@ -857,6 +857,238 @@ def test_answer_rules_refuse_bounds_that_leave_no_room() -> None:
         AnswerRules(description_max_bytes=3)
 
 
+def test_answer_rules_refuse_an_unknown_task_or_a_fields_schema_that_is_not_an_object() -> None:
+    with pytest.raises(ValueError, match="task must be one of caption, alt_text, document"):
+        AnswerRules(task="poster")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="fields_schema"):
+        AnswerRules(task="document", fields_schema=["invoice_number"])  # type: ignore[arg-type]
+
+
+def test_answer_rules_with_a_fields_schema_stay_hashable_and_comparable() -> None:
+    # GIVEN rules carrying a (mutable) fields schema, as the describe options hold them
+    schema = {"type": "object", "properties": {"total": {"type": "number"}}}
+    rules = AnswerRules(task="document", fields_schema=schema)
+    # THEN they can still be hashed, and compare by the schema too
+    assert hash(rules) == hash(AnswerRules(task="document", fields_schema=dict(schema)))
+    assert rules == AnswerRules(task="document", fields_schema=dict(schema))
+    assert rules != AnswerRules(task="document")
+    assert AnswerRules().task == "caption" and AnswerRules().fields_schema is None
+
+
+# --- Decorative images: empty alt text by design, and the record says so.
+
+
+@pytest.mark.parametrize(
+    ("value", "decorative", "note"),
+    [
+        (True, True, None),
+        (False, False, None),
+        ("true", True, "decorative given as a string"),
+        (" TRUE ", True, "decorative given as a string"),
+        ("yes", True, "decorative given as a string"),
+        ("false", False, "decorative given as a string"),
+        ("No", False, "decorative given as a string"),
+        ("maybe", False, "decorative: string value not understood, read as false"),
+        ("", False, "decorative: string value not understood, read as false"),
+        (1, False, "decorative: number value not understood, read as false"),
+        ([True], False, "decorative: list value not understood, read as false"),
+        (None, False, None),
+    ],
+)
+def test_decorative_is_read_from_booleans_and_yes_no_strings(value: Any, decorative: bool, note: str | None) -> None:
+    # GIVEN a real description with "decorative" given one way or another
+    description = read({**GOOD, "alt_text": "", "decorative": value})
+    # WHEN it is read / THEN booleans and their words are understood; anything else is false, and said so
+    assert description.decorative is decorative
+    if note is None:
+        assert not any(adjustment.startswith("decorative") for adjustment in description.adjustments)
+    else:
+        assert note in description.adjustments
+
+
+@pytest.mark.parametrize("key", ["decorative", "is_decorative", "isDecorative", "decorative_image", "Decorative"])
+def test_decorative_synonyms_are_understood(key: str) -> None:
+    description = read({"description": "A thin grey line.", "alt_text": "", "text": "", "tags": [], key: True})
+    assert description.decorative is True and description.alt_text == ""
+
+
+def test_a_decorative_image_has_empty_alt_text_by_design() -> None:
+    # GIVEN a decorative image answered as the prompt asks: an empty alt text
+    answer = {"description": "A thin grey divider line.", "alt_text": "", "text": "", "tags": [], "decorative": True}
+    # WHEN it is read
+    description = read(answer, task="alt_text")
+    # THEN the alt text stays empty, is not taken from the description, and nothing had to be fixed
+    assert (description.decorative, description.alt_text) == (True, "")
+    assert description.description == "A thin grey divider line."
+    assert description.adjustments == ()
+
+
+@pytest.mark.parametrize("task", ["caption", "alt_text", "document"])
+def test_alt_text_given_for_a_decorative_image_is_left_empty_and_said_so(task: str) -> None:
+    # GIVEN a model that says the image is decorative but still writes alt text
+    answer = {"description": "A beige paper texture.", "alt_text": "Beige texture", "decorative": True}
+    # WHEN it is read
+    description = read(answer, task=task)
+    # THEN the alt text is empty by design, and the adjustments say it was dropped
+    assert description.alt_text == ""
+    assert "decorative: alt text left empty" in description.adjustments
+    assert not any("alt_text missing" in note for note in description.adjustments)
+
+
+@pytest.mark.parametrize("alt_text", [None, "", "  ", "...", "N/A"])
+def test_a_decorative_image_without_alt_text_needs_no_adjustment(alt_text: str | None) -> None:
+    description = read({"description": "A spacer.", "alt_text": alt_text, "decorative": True})
+    assert description.alt_text == "" and description.adjustments == ()
+
+
+@pytest.mark.parametrize("document", [{"decorative": True}, {"description": "", "decorative": True, "tags": []}])
+def test_a_decorative_image_may_have_no_description(document: dict[str, Any]) -> None:
+    # GIVEN a decorative image with nothing to describe / WHEN it is read
+    description = read(document, task="alt_text")
+    # THEN it is a valid answer with an empty description and an empty alt text
+    assert (description.description, description.alt_text, description.decorative) == ("", "", True)
+    assert description.adjustments == ()
+
+
+@pytest.mark.parametrize("placeholder", ["N/A", "none", "None.", "-", "nothing"])
+def test_a_decorative_image_s_no_description_word_is_read_as_empty(placeholder: str) -> None:
+    description = read({"description": placeholder, "alt_text": "", "decorative": True})
+    assert description.description == ""
+    assert f'description "{placeholder}" read as empty: decorative image' in description.adjustments
+
+
+@pytest.mark.parametrize("placeholder", ["...", "<description>", "string"])
+def test_an_echoed_placeholder_is_no_answer_even_when_decorative(placeholder: str) -> None:
+    # GIVEN the schema example echoed with "decorative": true: it is still a placeholder, not an answer
+    with pytest.raises(InvalidModelOutputError, match="placeholder"):
+        read({"description": placeholder, "alt_text": "...", "decorative": True})
+
+
+@pytest.mark.parametrize("value", [False, "no", None, "maybe"])
+def test_without_decorative_a_description_is_still_required(value: Any) -> None:
+    with pytest.raises(InvalidModelOutputError, match="description"):
+        read({"alt_text": "Red bicycle", "decorative": value})
+
+
+def test_a_decorative_image_whose_alt_text_is_a_refusal_is_a_refusal() -> None:
+    with pytest.raises(ModelRefusedError):
+        read({"description": "", "alt_text": "I'm sorry, I can't help with that.", "decorative": True})
+
+
+def test_a_decorative_image_keeps_its_tags_and_text() -> None:
+    description = read({"description": "A floral ornament.", "text": "", "tags": ["ornament"], "decorative": "yes"})
+    assert description.tags == ("ornament",) and description.description == "A floral ornament."
+
+
+def test_an_image_that_is_not_decorative_still_gets_alt_text_from_its_description() -> None:
+    description = read({**GOOD, "alt_text": "", "decorative": False}, task="alt_text")
+    assert description.alt_text == GOOD["description"]
+    assert "alt_text missing: taken from the description" in description.adjustments
+
+
+# --- Extracted fields (the document task): passed through, but always storable and bounded.
+
+INVOICE = {"description": "An invoice from ACME.", "alt_text": "", "text": "INVOICE 2024-117\nTotal 1,234.50 EUR"}
+
+
+@pytest.mark.parametrize("key", ["fields", "extracted_fields", "extraction", "Fields", "extractedFields"])
+def test_fields_are_passed_through_untouched(key: str) -> None:
+    # GIVEN extracted fields as the model gave them (a null, a number, a list, a string that breaks the schema)
+    fields = {"invoice_number": "2024-117", "total": 1234.5, "invoice_date": None, "lines": ["Bolts"], "x": "?"}
+    # WHEN they are read
+    description = read({**INVOICE, key: fields}, task="document")
+    # THEN they are kept as given (validating them against the profile is not the reader's job)
+    assert description.fields == fields
+    assert description.adjustments == ()
+
+
+@pytest.mark.parametrize("fields", ["2024-117", ["a", 1], 42, True, {}])
+def test_fields_of_any_json_shape_are_passed_through(fields: Any) -> None:
+    assert read({**INVOICE, "fields": fields}, task="document").fields == fields
+
+
+@pytest.mark.parametrize("document", [INVOICE, {**INVOICE, "fields": None}])
+def test_no_fields_read_as_none(document: dict[str, Any]) -> None:
+    assert read(document, task="document").fields is None
+    assert read({**GOOD, **document}).fields is None
+
+
+def test_fields_over_16_kb_of_json_are_dropped_and_said_so() -> None:
+    # GIVEN fields whose JSON is beyond the bound (a model that copied the whole transcription in)
+    fields = {"notes": "é" * FIELDS_MAX_BYTES}
+    # WHEN they are read
+    description = read({**INVOICE, "fields": fields}, task="document")
+    # THEN they are dropped, the rest of the answer kept, and the adjustments say why
+    assert description.fields is None
+    assert description.description == INVOICE["description"]
+    assert f"fields dropped: over {FIELDS_MAX_BYTES} bytes of JSON" in description.adjustments
+
+
+def test_fields_just_within_16_kb_are_kept() -> None:
+    fields = {"notes": "x" * (FIELDS_MAX_BYTES - len('{"notes":""}'))}
+    assert read({**INVOICE, "fields": fields}, task="document").fields == fields
+
+
+def test_fields_nested_too_deep_are_dropped() -> None:
+    deep: Any = "bottom"
+    for _ in range(40):
+        deep = {"child": deep}
+    description = read({**INVOICE, "fields": deep}, task="document")
+    assert description.fields is None
+    assert any(note.startswith("fields dropped: nested deeper") for note in description.adjustments)
+
+
+def test_fields_nested_as_deep_as_json_can_be_read_are_dropped_quickly() -> None:
+    answer = json.dumps(INVOICE)[:-1] + ', "fields": ' + "[" * 900 + "]" * 900 + "}"
+    description = read_answer(answer, rules=AnswerRules(task="document"))
+    assert description.fields is None and description.description == INVOICE["description"]
+
+
+def test_unstorable_values_in_fields_are_made_storable() -> None:
+    # GIVEN fields with a lone surrogate (from a "\\ud800" escape), a control character and a NaN
+    answer = json.dumps(INVOICE)[:-1] + ', "fields": {"vendor": "AC\\u0000ME\\ud800", "total": NaN}}'
+    # WHEN they are read
+    description = read_answer(answer, rules=AnswerRules(task="document"))
+    # THEN they can be stored and published, and the adjustments say what changed
+    assert description.fields == {"vendor": "ACME\ufffd", "total": None}
+    assert "fields: unstorable characters replaced" in description.adjustments
+    assert "fields: non-finite numbers read as null" in description.adjustments
+
+
+# --- The document task: a label is optional, never made up from the transcription.
+
+
+@pytest.mark.parametrize("alt_text", ["", None, "...", "  "])
+def test_a_document_may_have_empty_alt_text(alt_text: str | None) -> None:
+    # GIVEN a document answer without a label
+    description = read({**INVOICE, "alt_text": alt_text}, task="document")
+    # WHEN it is read / THEN the alt text stays empty: not taken from the description, and no adjustment
+    assert description.alt_text == ""
+    assert description.adjustments == ()
+    assert description.text.startswith("INVOICE 2024-117")
+
+
+def test_a_document_s_label_is_kept_and_bounded() -> None:
+    description = read({**INVOICE, "alt_text": "Invoice 2024-117 from ACME Industrial Supplies"}, task="document")
+    assert description.alt_text == "Invoice 2024-117 from ACME Industrial Supplies"
+    cut = read({**INVOICE, "alt_text": "Invoice 2024-117 from ACME"}, task="document", alt_text_max_chars=20)
+    assert cut.alt_text == "Invoice 2024-117" and "alt_text cut to 20 characters" in cut.adjustments
+
+
+def test_a_document_still_needs_a_description() -> None:
+    with pytest.raises(InvalidModelOutputError, match="description"):
+        read({"text": "INVOICE", "fields": {"total": 1}}, task="document")
+
+
+def test_lenient_reading_keeps_decorative_and_fields() -> None:
+    # GIVEN an answer that is only valid leniently (trailing comma), with the new keys
+    answer = '{"description": "An invoice.", "decorative": false, "fields": {"total": 12.5},}'
+    # WHEN it is read / THEN the new keys survive the note about leniency
+    description = read_answer(answer, rules=AnswerRules(task="document"))
+    assert description.fields == {"total": 12.5} and description.decorative is False
+    assert "answer read as lenient JSON" in description.adjustments
+
+
 # --- Properties: any input gives a bounded, storable description or one of the three domain errors.
 
 PROFILE = settings(
@@ -896,6 +1128,7 @@ KEYS = st.sampled_from(
     [
         *("description", "Description", "caption", "alt_text", "altText", "alt", "text", "ocr", "tags"),
         *("keywords", "result", "answer", "data", "output", "response", "name", "label"),
+        *("decorative", "isDecorative", "fields", "extraction"),
     ]
 ) | st.text(max_size=12)
 SCALARS = (
@@ -917,6 +1150,8 @@ DOCUMENTS = st.fixed_dictionaries(
         "text": FIELD_VALUES,
         "tags": FIELD_VALUES | st.lists(FIELD_VALUES, max_size=15),
         "result": JSON_VALUES,
+        "decorative": st.booleans() | st.sampled_from(["true", "no", "maybe"]) | FIELD_VALUES,
+        "fields": JSON_VALUES | st.dictionaries(KEYS, FIELD_VALUES, max_size=6),
     },
 )
 RULES = st.builds(
@@ -927,6 +1162,7 @@ RULES = st.builds(
     text_max_bytes=st.integers(1, 5_000),
     max_tags=st.integers(1, 12),
     tag_max_chars=st.integers(1, 50),
+    task=st.sampled_from(["caption", "alt_text", "document"]),
 )
 WRAPS = st.sampled_from(
     [
@@ -958,7 +1194,12 @@ def assert_read_or_refused(content: Any, rules: AnswerRules, **extra: Any) -> No
         value.encode("utf-8")
     for value in prose:
         assert not any(mark in value for mark in "<>\n\t")
-    assert found.description.strip()
+    assert found.description.strip() or (found.decorative and found.description == "")
+    if found.decorative:
+        assert found.alt_text == ""
+    if found.fields is not None:
+        encoded = json.dumps(found.fields, ensure_ascii=False, allow_nan=False, separators=(",", ":"))
+        assert len(encoded.encode("utf-8")) <= FIELDS_MAX_BYTES and storable(encoded) == encoded
     assert utf8_size(found.description) <= rules.description_max_bytes
     assert len(found.alt_text) <= rules.alt_text_max_chars
     assert utf8_size(found.text) <= rules.text_max_bytes

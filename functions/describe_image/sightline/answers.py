@@ -4,14 +4,16 @@ from __future__ import annotations
 
 import itertools
 import json
+import math
 import re
 import unicodedata
 from collections import deque
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from sightline.errors import EmptyModelAnswerError, InvalidModelOutputError, ModelRefusedError
+from sightline.profiles import TASKS, Task
 from sightline.text import bounded, storable, truncate_utf8, utf8_size
 
 __all__ = ["AnswerRules", "ImageDescription", "looks_like_refusal", "read_answer"]
@@ -19,7 +21,7 @@ __all__ = ["AnswerRules", "ImageDescription", "looks_like_refusal", "read_answer
 
 @dataclass(frozen=True)
 class AnswerRules:
-    """The bounds and the language the answer is checked against."""
+    """The task, the bounds and the language the answer is asked for and checked against."""
 
     language: str = "en"  # BCP 47 tag of the answer's language, e.g. "de", "pt-BR", "ja", "ar"
     alt_text_max_chars: int = 125
@@ -27,8 +29,16 @@ class AnswerRules:
     text_max_bytes: int = 100_000  # OCR text kept in the record
     max_tags: int = 10
     tag_max_chars: int = 40
+    task: Task = "caption"
+    # The document task's fields to extract, as the profile wrote them (a JSON Schema of type object); the
+    # prompt turns it into a strict schema. Not hashed: a dict cannot be, and the task says enough for a hash.
+    fields_schema: dict[str, Any] | None = field(default=None, hash=False)
 
     def __post_init__(self) -> None:
+        if self.task not in TASKS:
+            raise ValueError(f"AnswerRules.task must be one of {', '.join(TASKS)}, got {self.task!r}")
+        if self.fields_schema is not None and not isinstance(self.fields_schema, dict):
+            raise ValueError("AnswerRules.fields_schema must be a JSON Schema object (a dict) or None")
         # Settings build these at cold start: a zero or negative bound is a configuration mistake, not an answer's.
         minimums = {"alt_text_max_chars": 1, "text_max_bytes": 1, "max_tags": 1, "tag_max_chars": 1}
         # Four bytes hold any one character: a description is never cut to nothing.
@@ -48,6 +58,11 @@ class ImageDescription:
     tags: tuple[str, ...]
     adjustments: tuple[str, ...] = ()
     text_truncated: bool = False
+    # True when the image carries no information (a divider, a texture): alt_text is then "" by design.
+    decorative: bool = False
+    # The document task's extracted fields, as the model gave them (validated against the profile elsewhere);
+    # None when the answer had none or they could not be kept within bounds.
+    fields: Any = field(default=None, hash=False)
 
     @property
     def has_text(self) -> bool:
@@ -67,6 +82,8 @@ REFUSAL_MAX_CHARS = 300  # a refusal is a short answer; a long text that opens w
 MAX_ADJUSTMENTS = 20
 ADJUSTMENT_MAX_BYTES = 200
 REFUSAL_QUOTE_MAX_BYTES = 500
+FIELDS_MAX_BYTES = 16_384  # extracted fields, as compact JSON: an invoice's take far less
+FIELDS_MAX_DEPTH = 16  # nesting of the extracted fields: DynamoDB refuses items nested deeper than 32
 
 
 def read_answer(
@@ -188,6 +205,8 @@ _SYNONYMS: Mapping[str, tuple[str, ...]] = {
     "alt_text": ("alt_text", "alttext", "alt", "alternative_text"),
     "text": ("text", "ocr_text", "ocrtext", "ocr", "visible_text", "extracted_text", "text_in_image", "transcription"),
     "tags": ("tags", "keywords", "labels"),
+    "decorative": ("decorative", "is_decorative", "decorative_image"),
+    "fields": ("fields", "extracted_fields", "extraction"),
 }
 _CAMEL_HUMP = re.compile(r"(?<=[a-z0-9])(?=[A-Z])")
 _KEY_SEPARATORS = re.compile(r"[\s\-_]+")
@@ -217,7 +236,7 @@ def _best_description(answer: str, rules: AnswerRules) -> tuple[ImageDescription
 
 
 def _with_adjustments(found: ImageDescription, notes: tuple[str, ...]) -> ImageDescription:
-    return ImageDescription(found.description, found.alt_text, found.text, found.tags, notes, found.text_truncated)
+    return replace(found, adjustments=notes)
 
 
 def _json_values(text: str, decoder: json.JSONDecoder, *, from_end: bool) -> list[Any]:
@@ -368,10 +387,15 @@ class _Notes:
 
 def _build(fields: dict[str, Any], rules: AnswerRules, initial: list[str]) -> ImageDescription:
     notes = _Notes(initial)
-    description = _read_description(fields["description"], rules, notes)
+    decorative = _read_decorative(fields["decorative"], notes)
+    description = _read_description(fields["description"], rules, notes, decorative=decorative)
     text, truncated = _read_text(fields["text"], rules, notes)
-    alt_text = _read_alt_text(fields["alt_text"], description, text, rules, notes)
+    if decorative:
+        alt_text = _decorative_alt_text(fields["alt_text"], notes)
+    else:
+        alt_text = _read_alt_text(fields["alt_text"], description, text, rules, notes)
     tags = _read_tags(fields["tags"], rules, notes)
+    extracted = _read_fields(fields["fields"], notes)
     return ImageDescription(
         description=storable(description),
         alt_text=storable(alt_text),
@@ -379,7 +403,122 @@ def _build(fields: dict[str, Any], rules: AnswerRules, initial: list[str]) -> Im
         tags=tuple(storable(tag) for tag in tags),
         adjustments=tuple(notes.items),
         text_truncated=truncated,
+        decorative=decorative,
+        fields=extracted,
     )
+
+
+# --- Decorative images: no information, so alt text is empty by design (consumers decide what to do with it).
+
+_TRUE_WORDS = frozenset(["true", "yes"])
+_FALSE_WORDS = frozenset(["false", "no"])
+
+
+def _read_decorative(value: Any, notes: _Notes) -> bool:
+    if value is None:
+        return False
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, str):
+        word = value.strip().lower()
+        if word in _TRUE_WORDS or word in _FALSE_WORDS:
+            notes.add("decorative given as a string")
+            return word in _TRUE_WORDS
+    notes.add(f"decorative: {_type_name(value)} value not understood, read as false")
+    return False
+
+
+# "N/A" for a decorative image's description means "nothing to describe"; an echoed "..." is still a placeholder.
+_NO_DESCRIPTION = re.compile(r"\s*+(?:none|null|n/?a|nothing|-|—)?\s*+\.?\s*+", re.IGNORECASE)
+
+
+def _says_nothing(value: Any) -> bool:
+    return isinstance(value, str) and len(value.strip()) <= 20 and _NO_DESCRIPTION.fullmatch(value.strip()) is not None
+
+
+def _decorative_alt_text(value: Any, notes: _Notes) -> str:
+    """Empty by design. Alt text the model gave anyway is dropped (and said so), unless it is a refusal."""
+    if value is None:
+        return ""
+    if not isinstance(value, str):
+        raise InvalidModelOutputError(f"'alt_text' must be a string, got {_type_name(value)}")
+    given = " ".join(storable(value[:PROSE_READ_CHARS]).split())
+    if given and not _is_placeholder(given):
+        _refuse_if_refusal(given)
+        notes.add("decorative: alt text left empty")
+    return ""
+
+
+# --- Extracted fields: passed through as the model gave them, but always storable and bounded.
+
+
+def _read_fields(value: Any, notes: _Notes) -> Any:
+    if value is None:
+        return None
+    try:
+        too_big = _json_size(value, FIELDS_MAX_BYTES) > FIELDS_MAX_BYTES
+    except RecursionError:  # nested deeper than the encoder's stack: far deeper than any record may be
+        too_big, value = False, _TOO_DEEP
+    if too_big:
+        notes.add(f"fields dropped: over {FIELDS_MAX_BYTES} bytes of JSON")
+        return None
+    cleaned, changes = (value, []) if value is _TOO_DEEP else _storable_json(value, FIELDS_MAX_DEPTH)
+    if cleaned is _TOO_DEEP:
+        notes.add(f"fields dropped: nested deeper than {FIELDS_MAX_DEPTH} levels")
+        return None
+    if changes and _json_size(cleaned, FIELDS_MAX_BYTES) > FIELDS_MAX_BYTES:  # a NaN's "null" is one byte longer
+        notes.add(f"fields dropped: over {FIELDS_MAX_BYTES} bytes of JSON")
+        return None
+    for change in changes:
+        notes.add(f"fields: {change}")
+    return cleaned
+
+
+_ENCODER = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"))
+
+
+def _json_size(value: Any, limit: int) -> int:
+    """The bytes of the value's compact JSON, counted only up to just past ``limit`` (a huge value costs little)."""
+    size = 0
+    for chunk in _ENCODER.iterencode(value):
+        size += utf8_size(chunk)
+        if size > limit:
+            break
+    return size
+
+
+_TOO_DEEP = object()
+
+
+def _storable_json(value: Any, depth: int) -> tuple[Any, list[str]]:
+    """The value with every string (keys included) storable and non-finite numbers as null, or ``_TOO_DEEP``."""
+    changes: list[str] = []
+
+    def clean(item: Any, level: int) -> Any:
+        if level > depth:
+            raise _NestedTooDeep
+        if isinstance(item, str):
+            kept = storable(item)
+            if kept != item:
+                changes.append("unstorable characters replaced")
+            return kept
+        if isinstance(item, float) and not math.isfinite(item):
+            changes.append("non-finite numbers read as null")
+            return None
+        if isinstance(item, dict):
+            return {clean(str(key), level): clean(child, level + 1) for key, child in item.items()}
+        if isinstance(item, list):
+            return [clean(child, level + 1) for child in item]
+        return item
+
+    try:
+        return clean(value, 1), list(dict.fromkeys(changes))
+    except _NestedTooDeep:
+        return _TOO_DEEP, []
+
+
+class _NestedTooDeep(Exception):
+    pass
 
 
 # Placeholders from a schema example the model echoed: "...", "string", "<description>", "[alt text]".
@@ -393,7 +532,11 @@ def _is_placeholder(value: str) -> bool:
     return _PLACEHOLDER.fullmatch(value.strip()) is not None
 
 
-def _read_description(value: Any, rules: AnswerRules, notes: _Notes) -> str:
+def _read_description(value: Any, rules: AnswerRules, notes: _Notes, *, decorative: bool = False) -> str:
+    if decorative and (value is None or _says_nothing(value)):
+        if isinstance(value, str) and value.strip():
+            notes.add(f'description "{value.strip()}" read as empty: decorative image')
+        return ""  # a divider or a texture: nothing to describe, and saying so is a valid answer
     if value is None:
         raise InvalidModelOutputError("the model's JSON has no 'description' text")
     if isinstance(value, list) and value and all(isinstance(part, str) for part in value):
@@ -691,6 +834,8 @@ def _read_alt_text(value: Any, description: str, ocr_text: str, rules: AnswerRul
     alt_text = _clean_prose("alt_text", _read_head("alt_text", value or "", PROSE_READ_CHARS, notes), notes)
     if alt_text and not _is_placeholder(alt_text):
         _refuse_if_refusal(alt_text)
+    elif rules.task == "document":
+        return ""  # a document's label is optional; its description or transcription is no alt text
     else:
         alt_text = _first_sentence(description)
         notes.add("alt_text missing: taken from the description")
