@@ -14,7 +14,8 @@ import logging
 import os
 import sys
 import time
-from collections.abc import Iterator
+from collections import Counter
+from collections.abc import Iterable, Iterator
 from typing import Any
 
 import boto3
@@ -93,6 +94,9 @@ def _print_record(record: dict[str, Any], expected: str | None) -> None:
     mark = "ok " if expected in (None, record["status"]) else "!! "
     print(f"\n{mark}s3://{record['bucket']}/{record['key']}")
     print(f"   status: {record['status']}" + (f" (expected {expected})" if expected else ""))
+    if "profile" in record:
+        context = " with context from the object's metadata" if record.get("context_used") else ""
+        print(f"   profile: {record['profile']} (task {record['task']}, language {record['language']}){context}")
     if record["status"] == "failed":
         print(f"   error: {record['error_type']}: {record['error_message']}")
     else:
@@ -101,6 +105,10 @@ def _print_record(record: dict[str, Any], expected: str | None) -> None:
         text = record["text"].replace("\n", " | ")
         print(f"   text ({'has text' if record['has_text'] else 'none'}): {text[:200]}")
         print(f"   tags: {', '.join(record['tags'])}")
+        if record.get("decorative"):
+            print("   decorative: true (alt text empty by design)")
+        if "fields" in record:
+            print(f"   fields: {json.dumps(record['fields'], ensure_ascii=False)}")
     if image:
         print(
             f"   image: {image['format']} {image['original_width']}×{image['original_height']}"
@@ -112,6 +120,20 @@ def _print_record(record: dict[str, Any], expected: str | None) -> None:
             f"   usage: {usage['prompt_tokens']} prompt + {usage['completion_tokens']} completion tokens"
             f" in {usage['model_calls']} call(s), {record.get('model_latency_ms')} ms"
         )
+
+
+def _profile_summary(records: Iterable[dict[str, Any]]) -> list[str]:
+    """One line per profile: its job, and how its objects ended."""
+    by_profile: dict[str, list[dict[str, Any]]] = {}
+    for record in records:
+        by_profile.setdefault(str(record.get("profile", "-")), []).append(record)
+    lines = []
+    for name, group in sorted(by_profile.items()):
+        statuses = Counter(record["status"] for record in group)
+        first = group[0]
+        ended = ", ".join(f"{count} {status}" for status, count in sorted(statuses.items()))
+        lines.append(f"{name:<10} task {first.get('task', '-'):<9} language {first.get('language', '-'):<6} {ended}")
+    return lines
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -146,7 +168,13 @@ def main(argv: list[str] | None = None) -> int:
         samples = build_samples()
         s3 = session.client("s3")
         for sample in samples:
-            s3.put_object(Bucket=stack.bucket, Key=sample.key, Body=sample.body, ContentType=sample.content_type)
+            s3.put_object(
+                Bucket=stack.bucket,
+                Key=sample.key,
+                Body=sample.body,
+                ContentType=sample.content_type,
+                Metadata=sample.metadata,
+            )
         print(f"\nUploaded {len(samples)} samples; delivering their notifications through the queue to the handler…")
 
         feeder = QueueFeeder.for_stack(session.client("sqs"), stack, app.lambda_handler)
@@ -171,6 +199,9 @@ def main(argv: list[str] | None = None) -> int:
                     _print_record(records[key], expected[key])
                 else:
                     print(f"\n!! s3://{stack.bucket}/{key}\n   no record (expected {expected[key]})")
+            print("\nBy profile (profiles.yaml maps key prefixes to a job):")
+            for line in _profile_summary(records.values()):
+                print(f"  {line}")
             print("\nNotifications on SNS (via a subscribed queue):")
             for notification in notifications:
                 message = notification["message"]

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import email.header
+from dataclasses import dataclass, field
 from io import BytesIO
 from pathlib import Path
 from typing import Literal
@@ -10,8 +11,10 @@ from typing import Literal
 from PIL import Image, ImageDraw, ImageFilter, ImageFont
 
 __all__ = [
+    "CMS_CONTEXT",
     "DOCUMENT_KEY",
     "DOCUMENT_LINES",
+    "LOGO_KEY",
     "SCAN_LINES",
     "Sample",
     "build_samples",
@@ -24,7 +27,10 @@ __all__ = [
 Expect = Literal["succeeded", "failed"]
 
 # Space, parentheses, non-ASCII and "+" all need care when S3 URL-encodes keys in events.
-DOCUMENT_KEY = "inbox/Quarterly report (final) ü+1.png"
+DOCUMENT_KEY = "inbox/Quarterly report (final) ü+1.png"  # the `documents` profile (prefix inbox/)
+LOGO_KEY = "cms/produkte/acme-logo.png"  # the German alt-text profile `cms-de` (prefix cms/)
+CMS_CONTEXT = "Produktseite: ACME Espressomaschine „Barista“ – Logo im Seitenkopf"
+CMS_CONTEXT_HEADER = email.header.Header(CMS_CONTEXT, "utf-8").encode(maxlinelen=0)  # one line: no folding
 DOCUMENT_SIZE = (1000, 1400)
 DOCUMENT_LINES: tuple[str, ...] = (
     "Quarterly Report",
@@ -45,6 +51,7 @@ class Sample:
     content_type: str
     expect: Expect
     text: str = ""  # Text drawn into the image, one line per "\n" (ground truth for OCR).
+    metadata: dict[str, str] = field(default_factory=dict)  # S3 user metadata (x-amz-meta-…)
 
 
 def font(size: int) -> ImageFont.FreeTypeFont:
@@ -173,7 +180,15 @@ def build_samples() -> list[Sample]:
     logo = _transparent_logo()
     return [
         Sample(DOCUMENT_KEY, _png(document_image()), "image/png", "succeeded", "\n".join(DOCUMENT_LINES)),
-        Sample("logos/transparent logo.png", _png(logo), "image/png", "succeeded", "ACME"),
+        Sample(
+            LOGO_KEY,
+            _png(logo),
+            "image/png",
+            "succeeded",
+            "ACME",
+            # What a CMS knows about where the image is used; non-ASCII as RFC 2047, as S3 metadata must be ASCII.
+            metadata={"sightline-context": CMS_CONTEXT_HEADER},
+        ),
         Sample("photos/rotated-exif.jpg", _exif_rotated_jpeg(), "image/jpeg", "succeeded", "TOP\nbottom"),
         Sample("photos/sunset.JPG", _jpeg(_sunset()), "image/jpeg", "succeeded"),
         Sample("photos/not-really.jpg", _NOT_AN_IMAGE, "image/jpeg", "failed"),

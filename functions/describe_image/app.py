@@ -13,7 +13,7 @@ from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from sightline.composition import Runtime, get_runtime
-from sightline.errors import ConfigurationError, SightlineError
+from sightline.errors import ConfigurationError, SettingsError, SightlineError
 from sightline.events import ObjectEvent, parse_queue_message_body, parse_s3_notification
 from sightline.pipeline import Outcome
 
@@ -106,7 +106,13 @@ async def _process_events(runtime: Runtime, events: list[ObjectEvent], deadline:
 @tracer.capture_lambda_handler
 @metrics.log_metrics
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
-    runtime = get_runtime()
+    try:
+        runtime = get_runtime()
+    except SettingsError as exc:
+        # Invalid settings or profiles file: the whole batch is retried (then dead-lettered), and alarmed.
+        logger.error("invalid configuration", extra={"error": str(exc)})
+        metrics.add_metric(name="ConfigurationErrors", unit=MetricUnit.Count, value=1)
+        raise
     deadline = _deadline(context)
     records = event.get("Records") or []
 

@@ -16,7 +16,7 @@ from PIL import Image
 
 from devkit.model_server import ModelServer
 from devkit.ocr_model import NO_CAPTION_DESCRIPTION, OcrBox, OcrResponder, order_lines
-from devkit.samples import DOCUMENT_KEY, Sample, build_samples
+from devkit.samples import DOCUMENT_KEY, LOGO_KEY, Sample, build_samples
 
 pytestmark = pytest.mark.integration
 
@@ -88,7 +88,7 @@ def test_reads_the_document_sample(client: OpenAI, samples: dict[str, Sample]) -
 
 def test_applies_exif_orientation_and_transparency(client: OpenAI, samples: dict[str, Sample]) -> None:
     rotated = json.loads(_describe(client, samples["photos/rotated-exif.jpg"].body).choices[0].message.content)
-    logo_png = samples["logos/transparent logo.png"].body
+    logo_png = samples[LOGO_KEY].body
     logo = json.loads(_describe(client, logo_png, "image/png").choices[0].message.content)
 
     assert _squash(rotated["text"]).startswith("top")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import io
 import json
+import re
 from typing import Any
 
 import pytest
@@ -84,7 +85,8 @@ def test_url_encoded_key_is_described_stored_and_notified(deployment: Deployment
     assert (record["image"]["original_width"], record["image"]["original_height"]) == (1200, 1600)
     assert record["image"]["sent_height"] > record["image"]["sent_width"]
     assert record["object"]["etag"] and record["object"]["size"] > 0
-    assert record["schema_version"] == 1 and record["model_id"] == function_env["MODEL_ID"]
+    assert record["schema_version"] == 2 and record["model_id"] == function_env["MODEL_ID"]
+    assert (record["profile"], record["task"], record["language"]) == ("photos", "caption", "en")
     # AND the request followed the provider guide's message shape
     (request,) = model.chat_requests
     assert request.headers["authorization"] == "Bearer test-key"
@@ -101,9 +103,12 @@ def test_url_encoded_key_is_described_stored_and_notified(deployment: Deployment
         "status": "succeeded",
         "has_text": "false",
         "event": "sightline.image.processed",
+        "profile": "photos",
+        "task": "caption",
+        "language": "en",
     }
     assert notification["message"]["key"] == key
-    assert notification["message"]["schema_version"] == 1
+    assert notification["message"]["schema_version"] == 2
     assert notification["message"]["record"] == {
         "table": deployment.resources.table,
         "bucket": deployment.resources.bucket,
@@ -390,5 +395,5 @@ def test_model_timeout_follows_the_invocations_remaining_time(deployment: Deploy
     assert result == {"batchItemFailures": [{"itemIdentifier": messages[0]["MessageId"]}]}
     record = deployment.record("photos/late.jpg")
     assert record["status"] == "processing" and record["last_error_type"] == "ModelUnavailable"
-    waited = float(record["last_error_message"].split("timed out after ")[1].split("s")[0])
+    waited = float(re.search(r"timed out \D*([0-9.]+)s", record["last_error_message"]).group(1))  # type: ignore[union-attr]
     assert 2.0 <= waited <= 15 - app.SAFETY_MARGIN_SECONDS

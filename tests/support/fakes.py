@@ -12,7 +12,15 @@ from typing import Any
 from sightline.errors import ObjectNotFoundError, RecordRejectedError
 from sightline.events import ObjectEvent
 from sightline.ordering import refused_claim
-from sightline.ports import Claim, FetchedObject, ModelAnswer, ModelRequest, ModelUsage, ObjectFacts
+from sightline.ports import (
+    Claim,
+    FetchedObject,
+    ModelAnswer,
+    ModelRequest,
+    ModelUsage,
+    ObjectFacts,
+    ReviewChangedError,
+)
 from sightline.records import PROCESSING
 
 
@@ -81,11 +89,23 @@ class FakeResultStore:
             current = self.items.get((record["bucket"], record["key"]))
             if current is None or current.get("claim_id") != claim_id:
                 return False
+            if (current.get("review") or {}).get("reviewed_at") != (record.get("review") or {}).get("reviewed_at"):
+                raise ReviewChangedError(copy.deepcopy(current.get("review")))
             self.items[(record["bucket"], record["key"])] = {
                 **copy.deepcopy(record),
                 "claim_id": claim_id,
                 "claim_until": 0,
             }
+            return True
+
+    def set_review(self, bucket: str, key: str, review: dict[str, Any]) -> bool:
+        with self.lock:
+            current = self.items.get((bucket, key))
+            if current is None:
+                return False
+            current.update(
+                review=copy.deepcopy(review), alt_text_reviewed=review.get("alt_text", ""), review_stale=False
+            )
             return True
 
     def release(self, event: ObjectEvent, claim_id: str, error_type: str, message: str, usage: ModelUsage) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import threading
 from concurrent.futures import ThreadPoolExecutor
@@ -270,7 +271,8 @@ def test_a_twin_gives_up_waiting_with_in_progress_when_the_other_delivery_holds_
     assert world.cache is not None
     from sightline.pipeline import content_key
 
-    world.cache.claim(content_key(IMAGE, world.pipeline.options), "someone-else", 10**15, 0)
+    options = world.pipeline.options(world.pipeline.profiles.default)  # type: ignore[arg-type]
+    world.cache.claim(content_key(hashlib.sha256(IMAGE).hexdigest(), options), "someone-else", 10**15, 0)
     with pytest.raises(InProgressError):
         world.pipeline.process(event("a.png"), deadline=0.0)  # no time to wait
     assert world.model.calls == 0
@@ -353,3 +355,47 @@ def test_a_model_refusal_from_the_content_filter_is_a_failed_record() -> None:
     outcome = world.pipeline.process(event("a.png"))
     assert outcome.status == "failed" and world.record("a.png")["error_type"] == "ModelRefused"
     assert len(world.notifier.published) == 1
+
+
+# --- Profiles, metadata overrides and reviews
+
+
+def test_the_objects_metadata_overrides_language_and_context() -> None:
+    world = World(ScriptedModel(good_answer()))
+    world.upload("a.png")
+    world.objects.metadata["a.png"] = {"sightline-language": "ja", "sightline-context": "=?utf-8?b?5a2j56+A?="}
+    world.pipeline.process(event("a.png"))
+    record = world.record("a.png")
+    assert record["language"] == "ja" and record["context_used"] is True
+    (request,) = world.model.requests
+    texts = [part["text"] for part in request.messages[-1]["content"] if part["type"] == "text"]
+    assert any("Japanese" in text for text in texts) and any("季節" in text for text in texts)
+
+
+def test_an_unknown_profile_in_the_metadata_is_a_failed_record_that_names_the_known_ones() -> None:
+    world = World(ScriptedModel())
+    world.upload("a.png")
+    world.objects.metadata["a.png"] = {"sightline-profile": "nope"}
+    outcome = world.pipeline.process(event("a.png"))
+    assert outcome.status == "failed" and world.record("a.png")["error_type"] == "InvalidMetadata"
+    assert "default" in world.record("a.png")["error_message"] and world.model.calls == 0
+
+
+def test_a_review_written_while_the_key_is_re_described_is_kept() -> None:
+    # GIVEN a described key
+    world = World(ScriptedModel(good_answer(), default=good_answer()), cache=False)
+    world.upload("a.png")
+    world.pipeline.process(event("a.png", sequencer="0A"))
+    review = {"alt_text": "Reviewed", "reviewed_by": "ed", "reviewed_at": "2026-11-26T10:00:00.000Z"}
+
+    # WHEN a person reviews it while a new version is being described (during the model call)
+    def review_during_the_call(_request: Any) -> Any:
+        world.results.set_review(BUCKET, "a.png", {**review, "content_sha256": "old"})
+        return good_answer()
+
+    world.model.script.append(review_during_the_call)
+    world.pipeline.process(event("a.png", sequencer="0B"))
+    # THEN the stored record carries the review, flagged stale against the new bytes
+    record = world.record("a.png")
+    assert record["alt_text_reviewed"] == "Reviewed" and record["review_stale"] is True
+    assert record["alt_text"] == GOOD["alt_text"]

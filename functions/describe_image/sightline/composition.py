@@ -19,6 +19,7 @@ from sightline.adapters.s3 import S3ObjectStore
 from sightline.adapters.sns import SnsNotifier
 from sightline.errors import ConfigurationError
 from sightline.pipeline import Pipeline
+from sightline.profiles import load_profiles_file
 from sightline.settings import Settings, load_settings
 
 # One worker per record of a full SQS batch (10) plus room for multi-record messages:
@@ -90,6 +91,7 @@ def build_pipeline(settings: Settings, session: boto3.session.Session | None = N
         cache=DynamoDBContentCache(dynamodb, settings.content_cache_table) if settings.content_cache_table else None,
         notifier=SnsNotifier(session.client("sns", config=AWS_CLIENT_CONFIG), settings.results_topic_arn),
         model=build_model(settings),
+        profiles=load_profiles_file(settings.profiles_file),  # an invalid file fails the cold start, never an image
     )
 
 

@@ -6,8 +6,10 @@ Used by the Lambda pipeline (behind its claims and content cache) and by ``sight
 from __future__ import annotations
 
 import contextlib
+import hashlib
+import json
 import threading
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from sightline.answers import AnswerRules, ImageDescription, read_answer
@@ -21,36 +23,74 @@ from sightline.errors import (
 )
 from sightline.imaging import prepare_image
 from sightline.ports import ModelAnswer, ModelUsage, VisionModel
+from sightline.profiles import DEFAULT_PROFILE_NAME, Profile, validate_fields
 from sightline.prompt import PROMPT_VERSION, description_request, repair_request
 from sightline.records import DescribeResult, image_item
-from sightline.settings import Detail
+from sightline.settings import Detail, Settings
 
 
 @dataclass(frozen=True)
 class DescribeOptions:
-    """Everything that changes the answer (and so belongs in the content cache's key)."""
+    """How to describe one object: the profile's choices, with the object's own overrides applied."""
 
     model_id: str
     detail: Detail = "auto"
     max_image_pixels: int = 100_000_000
     max_output_tokens: int = 1024
-    rules: AnswerRules = field(default_factory=AnswerRules)
+    rules: AnswerRules = field(default_factory=AnswerRules)  # task, language, alt-text limit, fields schema
+    profile: str = DEFAULT_PROFILE_NAME
+    instructions: str = ""
+    context: str | None = None  # from the object's metadata: data for the model, never instructions
+
+    @classmethod
+    def for_profile(
+        cls, profile: Profile, settings: Settings, *, language: str | None = None, context: str | None = None
+    ) -> DescribeOptions:
+        return cls(
+            model_id=profile.model or settings.model_id,
+            detail=profile.detail or settings.image_detail,  # type: ignore[arg-type]
+            max_image_pixels=settings.max_image_pixels,
+            max_output_tokens=settings.model_max_output_tokens,
+            rules=AnswerRules(
+                task=profile.task,
+                language=language or profile.language,
+                alt_text_max_chars=profile.alt_text_max_chars,
+                fields_schema=profile.fields,
+            ),
+            profile=profile.name,
+            instructions=profile.instructions,
+            context=context or None,
+        )
 
     @property
     def fingerprint(self) -> str:
-        return f"{self.model_id}|p{PROMPT_VERSION}|{self.detail}"
+        """Everything that changes the answer, so identical bytes are shared only when the answer would be too."""
+        answer_inputs = {
+            "task": self.rules.task,
+            "language": self.rules.language,
+            "alt_text_max_chars": self.rules.alt_text_max_chars,
+            "fields": self.rules.fields_schema,
+            "instructions": self.instructions,
+            "context": self.context,
+            "max_output_tokens": self.max_output_tokens,
+        }
+        digest = hashlib.sha256(json.dumps(answer_inputs, sort_keys=True).encode()).hexdigest()[:16]
+        return f"{self.model_id}|p{PROMPT_VERSION}|{self.detail}|{digest}"
+
+    def result_facts(self) -> dict[str, Any]:
+        return {
+            "model_id": self.model_id,
+            "detail": self.detail,
+            "prompt_version": PROMPT_VERSION,
+            "profile": self.profile,
+            "task": self.rules.task,
+            "language": self.rules.language,
+            "context_used": self.context is not None,
+        }
 
     def failure(self, error: PermanentInputError, usage: ModelUsage, **found: Any) -> DescribeResult:
         """A failed result that says why, with what was found before the failure (image facts, output mode)."""
-        return DescribeResult.failed(
-            error.error_type,
-            error.message,
-            usage=usage,
-            model_id=self.model_id,
-            detail=self.detail,
-            prompt_version=PROMPT_VERSION,
-            **found,
-        )
+        return DescribeResult.failed(error.error_type, error.message, usage=usage, **self.result_facts(), **found)
 
 
 def _checked(answer: ModelAnswer, limit: int, rules: AnswerRules) -> ImageDescription:
@@ -59,7 +99,12 @@ def _checked(answer: ModelAnswer, limit: int, rules: AnswerRules) -> ImageDescri
         raise RepetitiveModelOutputError("the streamed answer kept repeating itself and was stopped early")
     if answer.finish_reason == "length":
         raise TruncatedModelOutputError(f"the answer hit the output limit of {limit} tokens")
-    return read_answer(answer.content, refusal=answer.refusal, tool_arguments=answer.tool_arguments, rules=rules)
+    description = read_answer(answer.content, refusal=answer.refusal, tool_arguments=answer.tool_arguments, rules=rules)
+    if rules.task != "document" or rules.fields_schema is None:
+        return replace(description, fields=None)
+    # Extraction: every declared field present, a value the model could not find (or got wrong) is null.
+    fields, notes = validate_fields(rules.fields_schema, description.fields)
+    return replace(description, fields=fields, adjustments=(*description.adjustments, *notes))
 
 
 def _validated_or_repaired(
@@ -71,9 +116,8 @@ def _validated_or_repaired(
         raise  # nothing a format repair can fix (and an empty answer gives a repair nothing to work with)
     except InvalidModelOutputError as first:
         # One text-only repair: cheaper than the image again, and most format slips are fixable.
-        repaired = model.complete(
-            repair_request(answer.content, max_output_tokens=options.max_output_tokens), deadline, usage
-        )
+        repair = repair_request(answer.content, options.rules, max_output_tokens=options.max_output_tokens)
+        repaired = model.complete(replace(repair, model_id=options.model_id), deadline, usage)
         try:
             return _checked(repaired, options.max_output_tokens, options.rules)
         except InvalidModelOutputError as second:
@@ -100,18 +144,21 @@ def describe_image(
     try:
         with prepare_slots or contextlib.nullcontext():
             image = prepare_image(body, options.detail, max_pixels=options.max_image_pixels)
-        answer = model.complete(
-            description_request(image, max_output_tokens=options.max_output_tokens), deadline, usage
+        request = description_request(
+            image,
+            options.rules,
+            instructions=options.instructions,
+            context=options.context,
+            max_output_tokens=options.max_output_tokens,
         )
+        answer = model.complete(replace(request, model_id=options.model_id), deadline, usage)
         output_mode = answer.output_mode
         description = _validated_or_repaired(model, answer, options, deadline, usage)
     except PermanentInputError as exc:
         return options.failure(exc, usage, image=image_item(image) if image else None, output_mode=output_mode)
     return DescribeResult(
         status="succeeded",
-        model_id=options.model_id,
-        detail=options.detail,
-        prompt_version=PROMPT_VERSION,
+        **options.result_facts(),
         usage=usage,
         image=image_item(image),
         description=description,

@@ -60,6 +60,12 @@ class ObjectNotFoundError(PermanentInputError):
     error_type = "ObjectNotFound"
 
 
+class InvalidMetadataError(PermanentInputError):
+    """The object's own sightline metadata (profile, language) names something that does not exist."""
+
+    error_type = "InvalidMetadata"
+
+
 class ModelRejectedImageError(PermanentInputError):
     """The model answered 400/422 for this image: the same request would fail again."""
 

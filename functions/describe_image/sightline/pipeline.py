@@ -10,19 +10,19 @@ included, so ten twins of a file the model refuses cost one call, not ten.
 
 from __future__ import annotations
 
+import email.header
 import hashlib
 import threading
 import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from functools import cached_property
 from typing import Any, Literal
 
-from sightline.answers import AnswerRules
 from sightline.describe import DescribeOptions, describe_image
 from sightline.errors import (
     InProgressError,
+    InvalidMetadataError,
     ObjectChangedError,
     ObjectTooLargeError,
     PermanentInputError,
@@ -31,15 +31,28 @@ from sightline.errors import (
 )
 from sightline.events import ObjectEvent
 from sightline.ordering import order_key, version_token
-from sightline.ports import ContentCache, ModelUsage, Notifier, ObjectFacts, ObjectStore, ResultStore, VisionModel
+from sightline.ports import (
+    ContentCache,
+    ModelUsage,
+    Notifier,
+    ObjectFacts,
+    ObjectStore,
+    ResultStore,
+    ReviewChangedError,
+    VisionModel,
+)
+from sightline.profiles import Profile, ProfileSet, normalize_language
+from sightline.prompt import CONTEXT_MAX_BYTES
 from sightline.records import (
     DescribeResult,
     build_deleted_record,
     build_failed_storage_record,
     build_notification,
     build_record,
+    with_review,
 )
 from sightline.settings import Settings
+from sightline.text import bounded
 
 # A claim outlives the invocation that took it by this much; after that another delivery may take over.
 CLAIM_MARGIN_MS = 30_000
@@ -49,6 +62,11 @@ TWIN_WAIT_SECONDS = 120.0
 TWIN_POLL_SECONDS = (0.2, 0.5, 1.0, 2.0)
 # A shared failure is kept for a day only: it may stem from settings an operator changes (a gateway's limit).
 FAILED_CACHE_TTL_SECONDS = 24 * 3600
+# Per-object overrides from the object's own S3 user metadata (x-amz-meta-…), read from the GetObject response.
+METADATA_PROFILE = "sightline-profile"
+METADATA_LANGUAGE = "sightline-language"
+METADATA_CONTEXT = "sightline-context"
+STORE_ATTEMPTS = 3  # a review written while the key is re-described: store again with it
 
 OutcomeStatus = Literal["succeeded", "failed", "deleted", "skipped", "stale", "duplicate"]
 
@@ -65,9 +83,17 @@ class Outcome:
         return (self.record or {}).get("usage", {})
 
 
-def content_key(body: bytes, options: DescribeOptions) -> str:
-    """Identical bytes and everything that changes the answer → the same result may be reused."""
-    return f"{hashlib.sha256(body).hexdigest()}|{options.fingerprint}"
+def content_key(digest: str, options: DescribeOptions) -> str:
+    """Identical bytes (their sha256) and everything that changes the answer → the same result may be reused."""
+    return f"{digest}|{options.fingerprint}"
+
+
+def metadata_text(value: str) -> str:
+    """S3 user metadata is ASCII: other text arrives as RFC 2047 encoded words (=?UTF-8?B?…?=), decoded here."""
+    try:
+        return str(email.header.make_header(email.header.decode_header(value)))
+    except (ValueError, LookupError, UnicodeDecodeError):
+        return value
 
 
 def _error_name(exc: BaseException) -> str:
@@ -85,21 +111,37 @@ class Pipeline:
     results: ResultStore
     notifier: Notifier
     model: VisionModel
+    profiles: ProfileSet = field(default_factory=lambda: ProfileSet(profiles=(), default=Profile(name="default")))
     cache: ContentCache | None = None
     # Decoding is the memory-hungry step: bound it separately from the network-bound model calls.
     prepare_slots: threading.Semaphore = field(default_factory=lambda: threading.Semaphore(2))
     wall_clock_ms: Callable[[], int] = field(default=lambda: int(time.time() * 1000))
     sleep: Callable[[float], None] = field(default=time.sleep)
 
-    @cached_property
-    def options(self) -> DescribeOptions:
-        return DescribeOptions(
-            model_id=self.settings.model_id,
-            detail=self.settings.image_detail,
-            max_image_pixels=self.settings.max_image_pixels,
-            max_output_tokens=self.settings.model_max_output_tokens,
-            rules=AnswerRules(),
-        )
+    def options(self, profile: Profile, metadata: dict[str, str] | None = None) -> DescribeOptions:
+        """The profile's options with the object's own overrides (profile, language, context) applied."""
+        metadata = metadata or {}
+        language = None
+        if METADATA_LANGUAGE in metadata:
+            raw = metadata_text(metadata[METADATA_LANGUAGE]).strip()
+            language = normalize_language(raw)
+            if language is None:
+                raise InvalidMetadataError(f"x-amz-meta-{METADATA_LANGUAGE} {raw!r} is not a BCP 47 language tag")
+        context = bounded(metadata_text(metadata.get(METADATA_CONTEXT, "")).strip(), CONTEXT_MAX_BYTES) or None
+        return DescribeOptions.for_profile(profile, self.settings, language=language, context=context)
+
+    def _profile(self, key: str, metadata: dict[str, str]) -> Profile:
+        """The object's own x-amz-meta-sightline-profile wins over the key's match."""
+        name = metadata_text(metadata.get(METADATA_PROFILE, "")).strip()
+        if not name:
+            profile = self.profiles.for_key(key)
+            assert profile is not None  # process() skipped keys no profile matches
+            return profile
+        chosen = self.profiles.get(name)
+        if chosen is None:
+            known = ", ".join([p.name for p in self.profiles.profiles] + (["default"] if self.profiles.default else []))
+            raise InvalidMetadataError(f"x-amz-meta-{METADATA_PROFILE} names no profile: {name!r} (known: {known})")
+        return chosen
 
     def process(self, event: ObjectEvent, deadline: float | None = None) -> Outcome:
         """Apply one event. Permanent errors become a failed record; anything else propagates for a retry,
@@ -108,6 +150,8 @@ class Pipeline:
             return Outcome("skipped", event, reason=f"{event.event_name} is not handled")
         if not self.settings.accepts_key(event.key):
             return Outcome("skipped", event, reason="key does not match OBJECT_KEY_SUFFIXES")
+        if self.profiles.for_key(event.key) is None:
+            return Outcome("skipped", event, reason="no profile matches the key and the profiles file has no default")
 
         now_ms = self.wall_clock_ms()
         claim_id = uuid.uuid4().hex
@@ -133,7 +177,7 @@ class Pipeline:
             record = (
                 build_deleted_record(event)
                 if event.is_removal
-                else self._describe_object(event, claim_id, deadline, usage)
+                else self._describe_object(event, claim_id, deadline, usage, previous.get("review"))
             )
         except ObjectChangedError as exc:
             # The key was overwritten after this event: the newer version's own event will be applied.
@@ -150,6 +194,18 @@ class Pipeline:
         return Outcome(record["status"], event, record=record, reason=record.get("error_type"))
 
     def _store(self, record: dict[str, Any], claim_id: str) -> bool:
+        for _ in range(STORE_ATTEMPTS - 1):
+            try:
+                return self._complete(record, claim_id)
+            except ReviewChangedError as changed:
+                # A person reviewed the alt text meanwhile: their value wins, never our overwrite.
+                for name in ("review", "alt_text_reviewed", "review_stale"):
+                    record.pop(name, None)
+                if changed.review:
+                    record.update(with_review(record, changed.review))
+        return self._complete(record, claim_id)
+
+    def _complete(self, record: dict[str, Any], claim_id: str) -> bool:
         try:
             return self.results.complete(record, claim_id)
         except RecordRejectedError as exc:
@@ -182,33 +238,52 @@ class Pipeline:
         record["notified"] = True
 
     def _describe_object(
-        self, event: ObjectEvent, claim_id: str, deadline: float | None, usage: ModelUsage
+        self,
+        event: ObjectEvent,
+        claim_id: str,
+        deadline: float | None,
+        usage: ModelUsage,
+        review: dict[str, Any] | None,
     ) -> dict[str, Any]:
         facts: ObjectFacts | None = None
+        digest = None
+        profile = self.profiles.for_key(event.key)
+        assert profile is not None
+        options = self.options(profile)
         try:
             if event.size is not None and event.size > self.settings.max_object_bytes:
                 raise ObjectTooLargeError.for_size(event.size, self.settings.max_object_bytes)
             fetched = self.objects.fetch(event, self.settings.max_object_bytes)
             facts = fetched.facts
-            result = self._describe_content(fetched.body, claim_id, deadline, usage)
+            digest = hashlib.sha256(fetched.body).hexdigest()
+            profile = self._profile(event.key, facts.metadata)
+            options = self.options(profile)  # a bad language below is recorded under the chosen profile
+            options = self.options(profile, facts.metadata)
+            result = self._describe_content(fetched.body, digest, options, claim_id, deadline, usage)
         except PermanentInputError as exc:
-            result = self.options.failure(exc, usage)
-        return build_record(event, facts, result)
+            result = options.failure(exc, usage)
+        return build_record(event, facts, result, content_sha256=digest, review=review)
 
     def _describe_content(
-        self, body: bytes, claim_id: str, deadline: float | None, usage: ModelUsage
+        self,
+        body: bytes,
+        digest: str,
+        options: DescribeOptions,
+        claim_id: str,
+        deadline: float | None,
+        usage: ModelUsage,
     ) -> DescribeResult:
         """The content cache first; on a miss, claim the content so concurrent twins wait instead of paying."""
         if self.cache is None:
-            return self._describe(body, deadline, usage)
-        key = content_key(body, self.options)
+            return self._describe(body, options, deadline, usage)
+        key = content_key(digest, options)
         cached = self.cache.get(key)
         if cached is None and not self._claim_content(key, claim_id, deadline):
             cached = self._wait_for_twin(key, claim_id, deadline)
         if cached is not None:
-            return DescribeResult.from_item(cached).as_cache_hit()
+            return DescribeResult.from_item(cached).as_cache_hit(options.profile)
         try:
-            result = self._describe(body, deadline, usage)
+            result = self._describe(body, options, deadline, usage)
         except BaseException:
             self.cache.release(key, claim_id)  # transient failures are not shared: another key may try again
             raise
@@ -239,9 +314,11 @@ class Pipeline:
                 return None  # the other delivery failed transiently and released it: describe it ourselves
         raise InProgressError("identical content is being described for another key right now")
 
-    def _describe(self, body: bytes, deadline: float | None, usage: ModelUsage) -> DescribeResult:
+    def _describe(
+        self, body: bytes, options: DescribeOptions, deadline: float | None, usage: ModelUsage
+    ) -> DescribeResult:
         return describe_image(
-            body, self.options, self.model, deadline=deadline, usage=usage, prepare_slots=self.prepare_slots
+            body, options, self.model, deadline=deadline, usage=usage, prepare_slots=self.prepare_slots
         )
 
 

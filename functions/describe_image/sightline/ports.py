@@ -121,6 +121,14 @@ class Claim:
     current: dict[str, Any] | None = None  # the stored record, for stale and duplicate
 
 
+class ReviewChangedError(Exception):
+    """A person reviewed the key's alt text while it was being re-described: store again with this review."""
+
+    def __init__(self, review: dict[str, Any] | None) -> None:
+        super().__init__("the key's review changed while it was processed")
+        self.review = review
+
+
 # --- Ports
 
 
@@ -143,7 +151,16 @@ class ResultStore(Protocol):
         self, event: ObjectEvent, *, order: str, version: str, claim_id: str, until_ms: int, now_ms: int
     ) -> Claim: ...
 
-    def complete(self, record: dict[str, Any], claim_id: str) -> bool: ...
+    def complete(self, record: dict[str, Any], claim_id: str) -> bool:
+        """Store the record while ``claim_id`` holds the key: False when a newer event took it over.
+
+        Raises ReviewChangedError when the key's review is no longer the one the record carries.
+        """
+        ...
+
+    def set_review(self, bucket: str, key: str, review: dict[str, Any]) -> bool:
+        """A person's reviewed alt text for an existing record; False when there is no record for the key."""
+        ...
 
     def release(self, event: ObjectEvent, claim_id: str, error_type: str, message: str, usage: ModelUsage) -> None: ...
 

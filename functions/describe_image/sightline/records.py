@@ -17,8 +17,9 @@ from sightline.imaging import PreparedImage
 from sightline.ports import ModelUsage, ObjectFacts
 from sightline.text import bounded, utf8_size
 
-RECORD_SCHEMA_VERSION = 1
-NOTIFICATION_SCHEMA_VERSION = 1
+# 2: profiles (profile, task, language, decorative, fields, context_used, review). See the README's migration note.
+RECORD_SCHEMA_VERSION = 2
+NOTIFICATION_SCHEMA_VERSION = 2
 NOTIFICATION_EVENT = "sightline.image.processed"
 SUCCEEDED: Final = "succeeded"
 FAILED: Final = "failed"
@@ -71,6 +72,10 @@ class DescribeResult:
     model_id: str
     detail: str
     prompt_version: str
+    profile: str = "default"
+    task: str = "caption"
+    language: str = "en"
+    context_used: bool = False
     usage: ModelUsage = field(default_factory=ModelUsage)
     image: dict[str, Any] | None = None
     description: ImageDescription | None = None
@@ -92,9 +97,10 @@ class DescribeResult:
     def succeeded(self) -> bool:
         return self.status == SUCCEEDED
 
-    def as_cache_hit(self) -> DescribeResult:
-        """Served from the cache: no call was made for this object, so it carries no usage of its own."""
-        return replace(self, cache_hit=True, usage=ModelUsage())
+    def as_cache_hit(self, profile: str) -> DescribeResult:
+        """Served from the cache: no call was made for this object, so it carries no usage of its own; the
+        profile is this object's (another profile with the same settings may have paid for the answer)."""
+        return replace(self, cache_hit=True, usage=ModelUsage(), profile=profile)
 
     def to_item(self) -> dict[str, Any]:
         item: dict[str, Any] = {
@@ -103,6 +109,10 @@ class DescribeResult:
             "model_id": self.model_id,
             "detail": self.detail,
             "prompt_version": self.prompt_version,
+            "profile": self.profile,
+            "task": self.task,
+            "language": self.language,
+            "context_used": self.context_used,
             "usage": self.usage.to_item(),
             "has_text": False,
         }
@@ -122,7 +132,10 @@ class DescribeResult:
                 has_text=answer.has_text,
                 tags=list(answer.tags),
                 adjustments=list(answer.adjustments),
+                decorative=answer.decorative,
             )
+            if answer.fields is not None:
+                item["fields"] = answer.fields
         if not self.succeeded:
             item["error_type"] = self.error_type
             item["error_message"] = self.error_message
@@ -139,6 +152,8 @@ class DescribeResult:
                 tags=tuple(item.get("tags") or ()),
                 adjustments=tuple(item.get("adjustments") or ()),
                 text_truncated=bool(item.get("text_truncated", False)),
+                decorative=bool(item.get("decorative", False)),
+                fields=item.get("fields"),
             )
         usage = ModelUsage.from_item(item.get("usage"))
         if usage.model_calls and "model_latency_ms" in item:
@@ -148,6 +163,10 @@ class DescribeResult:
             model_id=str(item.get("model_id", "")),
             detail=str(item.get("detail", "")),
             prompt_version=str(item.get("prompt_version", "")),
+            profile=str(item.get("profile", "default")),
+            task=str(item.get("task", "caption")),
+            language=str(item.get("language", "en")),
+            context_used=bool(item.get("context_used", False)),
             usage=usage,
             image=item.get("image"),
             description=description,
@@ -181,16 +200,37 @@ def build_record(
     event: ObjectEvent,
     facts: ObjectFacts | None,
     result: DescribeResult,
+    *,
+    content_sha256: str | None = None,
+    review: dict[str, Any] | None = None,
     processed_at: str | None = None,
 ) -> dict[str, Any]:
-    """One record per object key: the object's facts plus what describing it produced."""
-    return {
+    """One record per object key: the object's facts plus what describing it produced.
+
+    A person's reviewed alt text (``review``) is kept across re-descriptions of the key, never overwritten;
+    ``review_stale`` says the image changed since the person reviewed it.
+    """
+    record = {
         "bucket": event.bucket,
         "key": event.key,
         "schema_version": RECORD_SCHEMA_VERSION,
         "object": _object_item(event, facts),
         "processed_at": processed_at or utc_now_iso(),
         **result.to_item(),
+    }
+    if content_sha256:
+        record["content_sha256"] = content_sha256
+    if review:
+        record.update(with_review(record, review))
+    return record
+
+
+def with_review(record: dict[str, Any], review: dict[str, Any]) -> dict[str, Any]:
+    """The review fields of a record: the reviewed alt text, and whether the image changed since."""
+    return {
+        "review": review,
+        "alt_text_reviewed": review.get("alt_text", ""),
+        "review_stale": review.get("content_sha256") != record.get("content_sha256"),
     }
 
 
@@ -209,7 +249,21 @@ def build_deleted_record(event: ObjectEvent, processed_at: str | None = None) ->
 
 def build_failed_storage_record(record: dict[str, Any], reason: str) -> dict[str, Any]:
     """The record to store when DynamoDB refused the full one: the key's facts and why, nothing large."""
-    names = ("bucket", "key", "schema_version", "object", "processed_at", "usage", "order_key", "version_token")
+    names = (
+        "bucket",
+        "key",
+        "schema_version",
+        "object",
+        "processed_at",
+        "usage",
+        "order_key",
+        "version_token",
+        "profile",
+        "task",
+        "language",
+        "review",
+        "alt_text_reviewed",
+    )
     kept = {name: record[name] for name in names if name in record}
     return {
         **kept,
@@ -253,6 +307,13 @@ def build_notification(
             "text": text if succeeded else None,
             "text_truncated": (text_cut or bool(record.get("text_truncated"))) if succeeded else None,
             "tags": record.get("tags"),
+            "decorative": record.get("decorative"),
+            "fields": record.get("fields"),
+            "alt_text_reviewed": record.get("alt_text_reviewed"),
+            "review_stale": record.get("review_stale"),
+            "profile": record.get("profile"),
+            "task": record.get("task"),
+            "language": record.get("language"),
             "model_id": record.get("model_id"),
             "cache_hit": record.get("cache_hit"),
             "error_type": record.get("error_type"),
@@ -262,12 +323,14 @@ def build_notification(
         }
     )
     if minimal or _message_size(message) > SNS_MESSAGE_BUDGET_BYTES:
-        for name in ("description", "alt_text", "text", "tags"):
+        for name in ("description", "alt_text", "text", "tags", "fields"):
             message.pop(name, None)
         message["content_omitted"] = True  # read the record for the fields
     attributes = {
         "status": record["status"],
         "has_text": "true" if record["has_text"] else "false",
         "event": NOTIFICATION_EVENT,
+        # Subscribers filter on these: an alt-text consumer subscribes to {"task": ["alt_text"]}.
+        **{name: str(record[name]) for name in ("profile", "task", "language") if record.get(name)},
     }
     return message, attributes

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Literal
 
 from sightline.errors import SettingsError
@@ -28,6 +29,10 @@ MODEL_MAX_OUTPUT_TOKENS = "MODEL_MAX_OUTPUT_TOKENS"
 MODEL_OUTPUT_MODE = "MODEL_OUTPUT_MODE"  # auto | json_schema | json_object | off
 MODEL_STREAM = "MODEL_STREAM"  # true | false
 MODEL_STREAM_STALL_SECONDS = "MODEL_STREAM_STALL_SECONDS"
+PROFILES_FILE = "PROFILES_FILE"  # optional: the YAML file of profiles; default the one bundled with the function
+
+# functions/describe_image/profiles.yaml: /var/task/profiles.yaml in the deployed function.
+BUNDLED_PROFILES_FILE = str(Path(__file__).resolve().parent.parent / "profiles.yaml")
 
 DEFAULT_MODEL_BASE_URL = "https://api.novita.ai/openai"
 DEFAULT_MODEL_ID = "qwen/qwen2.5-vl-72b-instruct"
@@ -55,6 +60,7 @@ class Settings:
     model_output_mode: OutputModeSetting = "auto"
     model_stream: bool = True  # measured: see the README's "Streaming" section
     model_stream_stall_seconds: float = 15.0
+    profiles_file: str = BUNDLED_PROFILES_FILE
 
     def accepts_key(self, key: str) -> bool:
         """Suffix filter, case-insensitive (S3's own suffix filter is case-sensitive)."""
@@ -138,4 +144,5 @@ def load_settings(env: Mapping[str, str] | None = None, *, require_stack: bool =
         model_output_mode=_choice(env, MODEL_OUTPUT_MODE, OUTPUT_MODE_SETTINGS, "auto"),  # type: ignore[arg-type]
         model_stream=_flag(env, MODEL_STREAM, True),
         model_stream_stall_seconds=_number(env, MODEL_STREAM_STALL_SECONDS, 15.0, 1.0, float),
+        profiles_file=env.get(PROFILES_FILE, "").strip() or BUNDLED_PROFILES_FILE,
     )

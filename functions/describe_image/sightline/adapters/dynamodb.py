@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import time
 from decimal import Decimal
 from typing import Any
@@ -12,7 +13,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 from sightline.adapters.aws_errors import translate_aws_error
 from sightline.events import ObjectEvent
 from sightline.ordering import refused_claim
-from sightline.ports import Claim, ModelUsage
+from sightline.ports import Claim, ModelUsage, ReviewChangedError
 from sightline.records import ERROR_MESSAGE_MAX_BYTES, PROCESSING
 from sightline.text import bounded
 
@@ -27,8 +28,19 @@ _CLAIM_CONDITION = (
 )
 
 
+def _dynamodb_value(value: Any) -> Any:
+    """DynamoDB takes numbers as Decimal, not float (extracted fields hold floats); NaN and infinity not at all."""
+    if isinstance(value, float):
+        return Decimal(repr(value)) if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {key: _dynamodb_value(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [_dynamodb_value(item) for item in value]
+    return value
+
+
 def to_item(values: dict[str, Any]) -> dict[str, Any]:
-    return {name: _serializer.serialize(value) for name, value in values.items() if value is not None}
+    return {name: _serializer.serialize(_dynamodb_value(value)) for name, value in values.items() if value is not None}
 
 
 def _plain(value: Any) -> Any:
@@ -119,12 +131,31 @@ class DynamoDBResultStore:
         return from_item(item["Item"]) if "Item" in item else None
 
     def complete(self, record: dict[str, Any], claim_id: str) -> bool:
-        """Store the result only while this delivery still holds the claim; a newer event may have taken it."""
-        return self._write(
+        """Store the result only while this delivery still holds the claim (a newer event may have taken it)
+        and the key's review is the one the record carries (a person may have reviewed it meanwhile)."""
+        review_at = (record.get("review") or {}).get("reviewed_at")
+        review_condition = "review.reviewed_at = :review_at" if review_at else "attribute_not_exists(review)"
+        values = {":claim": claim_id, ":review_at": review_at} if review_at else {":claim": claim_id}
+        if self._write(
             "put_item",
             Item=to_item({**record, "claim_id": claim_id, "claim_until": 0}),
-            ConditionExpression="claim_id = :claim",
-            ExpressionAttributeValues=to_item({":claim": claim_id}),
+            ConditionExpression=f"claim_id = :claim AND {review_condition}",
+            ExpressionAttributeValues=to_item(values),
+        ):
+            return True
+        current = self._get(record["bucket"], record["key"]) or {}
+        if current.get("claim_id") != claim_id:
+            return False
+        raise ReviewChangedError(current.get("review"))
+
+    def set_review(self, bucket: str, key: str, review: dict[str, Any]) -> bool:
+        return self._write(
+            "update_item",
+            **self._key(bucket, key),
+            UpdateExpression="SET review = :review, alt_text_reviewed = :alt, review_stale = :false",
+            ConditionExpression="attribute_exists(#key)",
+            ExpressionAttributeNames={"#key": "key"},
+            ExpressionAttributeValues=to_item({":review": review, ":alt": review.get("alt_text", ""), ":false": False}),
         )
 
     def release(self, event: ObjectEvent, claim_id: str, error_type: str, message: str, usage: ModelUsage) -> None:

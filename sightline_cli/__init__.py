@@ -1,0 +1,1 @@
+"""`sightline`: the operator command (describe local files, list records, redrive the DLQ, …)."""
