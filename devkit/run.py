@@ -13,6 +13,7 @@ import json
 import logging
 import os
 import sys
+import threading
 import time
 from collections import Counter
 from collections.abc import Iterable, Iterator
@@ -32,14 +33,45 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+class AtomicRequests:
+    """WSGI middleware that lets moto handle one request at a time.
+
+    Each AWS request is atomic: a DynamoDB conditional write, an SQS receive. Moto's backends are not
+    thread-safe (two concurrent ReceiveMessage calls were seen to hand out and then lose the same message;
+    concurrent conditional writes can both pass), so without this the emulator, not the code under test,
+    would break exactly-once. Clients stay concurrent; only moto's work is serialised.
+    """
+
+    def __init__(self, app: Any) -> None:
+        self._app = app
+        self._lock = threading.Lock()
+
+    def __call__(self, environ: dict[str, Any], start_response: Any) -> list[bytes]:
+        with self._lock:
+            return list(self._app(environ, start_response))  # the body is produced inside the lock too
+
+
+def _atomic_moto_server(port: int) -> Any:
+    from moto.moto_server.werkzeug_app import DomainDispatcherApplication, create_backend_app
+    from moto.server import MotoRequestHandler, ThreadedMotoServer
+    from werkzeug.serving import make_server
+
+    class AtomicMotoServer(ThreadedMotoServer):
+        def _server_entry(self) -> None:  # ThreadedMotoServer's own, with the app wrapped
+            app = AtomicRequests(DomainDispatcherApplication(create_backend_app))
+            self._server = make_server(self._ip_address, self._port, app, True, request_handler=MotoRequestHandler)
+            self._server_ready_event.set()
+            self._server.serve_forever()
+
+    return AtomicMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+
+
 @contextlib.contextmanager
 def emulated_aws() -> Iterator[str]:
     """A moto server on loopback, with fake credentials so nothing can reach a real account."""
-    from moto.server import ThreadedMotoServer
-
     logging.getLogger("werkzeug").setLevel(logging.ERROR)  # moto's per-request access log
     port = free_port()
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server = _atomic_moto_server(port)
     server.start()
     endpoint = f"http://127.0.0.1:{port}"
     os.environ.update(
