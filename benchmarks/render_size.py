@@ -24,6 +24,7 @@ from PIL import Image, ImageOps
 from rapidocr_onnxruntime import RapidOCR
 
 import sightline.pages as pages
+from devkit.legibility import character_error_rate
 from devkit.samples import SCAN_LINES
 from sightline.imaging import estimate_image_tokens
 from tests.support.documents import LETTER, text_pdf
@@ -48,22 +49,6 @@ def digital_text(data: bytes) -> tuple[str, ...]:
     with pdfium.PdfDocument(data) as pdf:
         text = pdf[0].get_textpage().get_text_bounded()
     return tuple(line for line in text.replace("\r\n", "\n").split("\n") if line.strip())
-
-
-def levenshtein(a: str, b: str) -> int:
-    previous = list(range(len(b) + 1))
-    for i, char_a in enumerate(a, 1):
-        current = [i]
-        for j, char_b in enumerate(b, 1):
-            current.append(min(previous[j] + 1, current[j - 1] + 1, previous[j - 1] + (char_a != char_b)))
-        previous = current
-    return previous[-1]
-
-
-def character_error_rate(read: Sequence[str], truth: Sequence[str]) -> float:
-    """As tests/integration/test_legibility.py measures it: characters only (RapidOCR drops some spaces)."""
-    expected = "".join(truth).replace(" ", "")
-    return levenshtein("".join(read).replace(" ", ""), expected) / len(expected)
 
 
 def read_line_by_line(engine: Any, sent: Image.Image, point_size: int, count: int) -> list[str]:

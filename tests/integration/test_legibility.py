@@ -8,6 +8,7 @@ import io
 import pytest
 from PIL import Image
 
+from devkit.legibility import character_error_rate
 from devkit.ocr_model import OcrResponder
 from devkit.samples import SCAN_LINES, scanned_page
 from sightline.imaging import prepare_image
@@ -16,22 +17,6 @@ pytestmark = pytest.mark.integration
 
 # The bound: the prepared page's character error rate within 2 points of the original's.
 MAX_CER_INCREASE = 0.02
-
-
-def levenshtein(a: str, b: str) -> int:
-    previous = list(range(len(b) + 1))
-    for i, char_a in enumerate(a, 1):
-        current = [i]
-        for j, char_b in enumerate(b, 1):
-            current.append(min(previous[j] + 1, current[j - 1] + 1, previous[j - 1] + (char_a != char_b)))
-        previous = current
-    return previous[-1]
-
-
-def character_error_rate(lines: list[str], truth: tuple[str, ...]) -> float:
-    # RapidOCR drops some inter-word spaces on any input; compare the characters themselves.
-    expected = "".join(truth).replace(" ", "")
-    return levenshtein("".join(lines).replace(" ", ""), expected) / len(expected)
 
 
 @functools.cache
