@@ -466,6 +466,31 @@ def _encode(img: Image.Image, subsampling: str) -> tuple[bytes, int]:
     return b"", 0
 
 
+def fit_and_encode(
+    pixels: Image.Image, budget: PixelBudget, *, as_document: bool, orientation: int = 1
+) -> tuple[Image.Image, bytes, int]:
+    """Downscale within the budget, orient, and encode a JPEG under the base64 bound: (image sent, JPEG, quality).
+
+    Used for images and for document pages alike.
+    """
+    # Text in colour loses legibility with 4:2:0 chroma subsampling; photos do not. Likewise text keeps
+    # Lanczos after a gentle box reduction; photos lose nothing visible to a shorter filter, at half the cost.
+    subsampling = "4:4:4" if as_document else "4:2:0"
+    resample, reducing_gap = (Image.Resampling.LANCZOS, 2.0) if as_document else (Image.Resampling.HAMMING, 1.25)
+    jpeg, quality = b"", 0
+    while not jpeg:
+        width, height = _target_size(pixels.width, pixels.height, budget)
+        resized = pixels
+        if (width, height) != pixels.size:
+            resized = pixels.resize((width, height), resample, reducing_gap=reducing_gap)
+        if orientation in _ORIENTATION_TRANSPOSE:
+            resized = resized.transpose(_ORIENTATION_TRANSPOSE[orientation])
+        jpeg, quality = _encode(resized, subsampling)
+        # Gentlest means first: quality only drops inside the ladder; only then do we give up pixels.
+        budget = PixelBudget(budget.name, int(budget.max_side * 0.85), int(budget.max_pixels * 0.7))
+    return resized, jpeg, quality
+
+
 def prepare_image(data: bytes, detail: Detail, *, max_pixels: int) -> PreparedImage:
     """Decode, orient, flatten, downscale to the detail's pixel budget and encode a JPEG under 1 MB of base64."""
     if not data:
@@ -491,23 +516,9 @@ def prepare_image(data: bytes, detail: Detail, *, max_pixels: int) -> PreparedIm
     budget_name: BudgetName
     budget_name = ("high" if document_like else "standard") if detail == "auto" else detail
     detail_sent: Detail = detail if detail != "auto" else ("high" if document_like else "auto")
-    # Text in colour loses legibility with 4:2:0 chroma subsampling; photos do not. Likewise text keeps
-    # Lanczos after a gentle box reduction; photos lose nothing visible to a shorter filter, at half the cost.
-    subsampling = "4:4:4" if document_like else "4:2:0"
-    resample, reducing_gap = (Image.Resampling.LANCZOS, 2.0) if document_like else (Image.Resampling.HAMMING, 1.25)
-
-    budget = BUDGETS[budget_name]
-    jpeg, quality = b"", 0
-    while not jpeg:
-        width, height = _target_size(pixels.width, pixels.height, budget)
-        resized = pixels
-        if (width, height) != pixels.size:
-            resized = pixels.resize((width, height), resample, reducing_gap=reducing_gap)
-        if orientation in _ORIENTATION_TRANSPOSE:
-            resized = resized.transpose(_ORIENTATION_TRANSPOSE[orientation])
-        jpeg, quality = _encode(resized, subsampling)
-        # Gentlest means first: quality only drops inside the ladder; only then do we give up pixels.
-        budget = PixelBudget(budget.name, int(budget.max_side * 0.85), int(budget.max_pixels * 0.7))
+    resized, jpeg, quality = fit_and_encode(
+        pixels, BUDGETS[budget_name], as_document=document_like, orientation=orientation
+    )
     upright = (stored_height, stored_width) if orientation in (5, 6, 7, 8) else (stored_width, stored_height)
     return PreparedImage(
         jpeg=jpeg,

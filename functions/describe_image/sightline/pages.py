@@ -34,11 +34,10 @@ from sightline.imaging import (
     PreparedImage,
     _check_dimensions,
     _convert_icc_to_srgb,
-    _encode,
     _image_signature,
     _reason,
-    _target_size,
     _to_rgb_or_l,
+    fit_and_encode,
     looks_like_document,
 )
 
@@ -269,12 +268,11 @@ def check_page_size(number: int, width: float, height: float, max_pixels: int, *
 def prepare_page(pixels: Image.Image, *, kind: DocumentKind) -> PreparedImage:
     """A page's decoded pixels (any Pillow mode) → a JPEG payload under 1 MB of base64, at the document budget.
 
-    imaging's own steps, called one by one: the conversion to 8-bit RGB or L (a fax's 1-bit page is not shrunk
-    by nearest neighbour), ICC to sRGB, document detection (recorded only), the size within the budget, and the
-    encoder's quality ladder; as imaging does for a document-like image, Lanczos and 4:4:4 chroma, always,
-    since a page is a document. `prepare_image` itself cannot be reused here: it caps every image at the `high`
-    budget's pixel count, and legible 8 pt print needs more (see DOCUMENT_LONGEST_SIDE). When the largest
-    quality misses the 1 MB bound, the same gentlest-first steps as imaging's: quality, then pixels.
+    imaging's own steps: the conversion to 8-bit RGB or L (a fax's 1-bit page is not shrunk by nearest
+    neighbour), ICC to sRGB, document detection (recorded only), then `fit_and_encode` as for a document-like
+    image (Lanczos, 4:4:4 chroma, quality given up before pixels), always, since a page is a document.
+    `prepare_image` itself cannot be reused here: it caps every image at the `high` budget's pixel count, and
+    legible 8 pt print needs more (see DOCUMENT_LONGEST_SIDE).
     The page's size was checked (max_pixels) before it was rendered or decoded.
     """
     source_mode = pixels.mode
@@ -286,16 +284,7 @@ def prepare_page(pixels: Image.Image, *, kind: DocumentKind) -> PreparedImage:
     if source_mode != "CMYK":  # CMYK was converted with its profile already
         converted = _convert_icc_to_srgb(converted, pixels.info.get("icc_profile"))
     document_like = looks_like_document(converted)
-    budget = DOCUMENT_BUDGET
-    jpeg, quality = b"", 0
-    resized = converted
-    while not jpeg:
-        size = _target_size(converted.width, converted.height, budget)
-        resized = converted
-        if size != converted.size:
-            resized = converted.resize(size, Image.Resampling.LANCZOS, reducing_gap=2.0)
-        jpeg, quality = _encode(resized, "4:4:4")
-        budget = PixelBudget(budget.name, int(budget.max_side * 0.85), int(budget.max_pixels * 0.7))
+    resized, jpeg, quality = fit_and_encode(converted, DOCUMENT_BUDGET, as_document=True)
     return PreparedImage(
         jpeg=jpeg,
         source_format=_SOURCE_FORMATS[kind],
