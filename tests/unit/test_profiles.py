@@ -12,6 +12,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from sightline.describe import DescribeOptions
 from sightline.errors import SettingsError
 from sightline.profiles import (
     DEFAULT_PROFILE_NAME,
@@ -24,7 +25,7 @@ from sightline.profiles import (
     strict_fields_schema,
     validate_fields,
 )
-from sightline.settings import BUNDLED_PROFILES_FILE
+from sightline.settings import BUNDLED_PROFILES_FILE, Settings
 
 pytestmark = pytest.mark.unit
 
@@ -870,16 +871,21 @@ def test_validate_fields_never_raises_and_returns_every_declared_property(value:
             assert isinstance(result, int | float) and not isinstance(result, bool) and math.isfinite(result)
 
 
-# --- fingerprint --------------------------------------------------------------------------------------------------
+# --- fingerprint: what the content cache keys on (DescribeOptions, built from a profile) -------------------------
 
 
 BASE = Profile(name="docs", task="document", fields=INVOICE_FIELDS, match_prefixes=("docs/",))
+SETTINGS = Settings(results_table="t", results_topic_arn="arn:t")
+
+
+def fingerprint(profile: Profile, **overrides: Any) -> str:
+    return DescribeOptions.for_profile(profile, SETTINGS, **overrides).fingerprint
 
 
 def test_the_fingerprint_is_short_and_stable() -> None:
-    assert len(BASE.fingerprint()) == 16
-    assert BASE.fingerprint() == Profile(**{**BASE.__dict__}).fingerprint()
-    assert int(BASE.fingerprint(), 16) >= 0
+    assert len(fingerprint(BASE).rsplit("|", 1)[1]) == 16
+    assert fingerprint(BASE) == fingerprint(Profile(**{**BASE.__dict__}))
+    assert int(fingerprint(BASE).rsplit("|", 1)[1], 16) >= 0
 
 
 @pytest.mark.parametrize(
@@ -895,7 +901,12 @@ def test_the_fingerprint_is_short_and_stable() -> None:
     ],
 )
 def test_the_fingerprint_changes_with_what_changes_the_answer(change: dict[str, Any]) -> None:
-    assert replace(BASE, **change).fingerprint() != BASE.fingerprint()
+    assert fingerprint(replace(BASE, **change)) != fingerprint(BASE)
+
+
+def test_the_fingerprint_changes_with_the_objects_own_language_and_context() -> None:
+    assert fingerprint(BASE, language="de") != fingerprint(BASE)
+    assert fingerprint(BASE, context="Careers page") != fingerprint(BASE)
 
 
 @pytest.mark.parametrize(
@@ -903,4 +914,4 @@ def test_the_fingerprint_changes_with_what_changes_the_answer(change: dict[str, 
     [{"name": "renamed"}, {"match_prefixes": ("other/",)}, {"match_suffixes": (".pdf",)}],
 )
 def test_the_fingerprint_ignores_the_name_and_the_match_rules(change: dict[str, Any]) -> None:
-    assert replace(BASE, **change).fingerprint() == BASE.fingerprint()
+    assert fingerprint(replace(BASE, **change)) == fingerprint(BASE)

@@ -130,13 +130,11 @@ class Pipeline:
         context = bounded(metadata_text(metadata.get(METADATA_CONTEXT, "")).strip(), CONTEXT_MAX_BYTES) or None
         return DescribeOptions.for_profile(profile, self.settings, language=language, context=context)
 
-    def _profile(self, key: str, metadata: dict[str, str]) -> Profile:
-        """The object's own x-amz-meta-sightline-profile wins over the key's match."""
+    def _profile(self, matched: Profile, metadata: dict[str, str]) -> Profile:
+        """The object's own x-amz-meta-sightline-profile wins over the profile its key matched."""
         name = metadata_text(metadata.get(METADATA_PROFILE, "")).strip()
         if not name:
-            profile = self.profiles.for_key(key)
-            assert profile is not None  # process() skipped keys no profile matches
-            return profile
+            return matched
         chosen = self.profiles.get(name)
         if chosen is None:
             known = ", ".join([p.name for p in self.profiles.profiles] + (["default"] if self.profiles.default else []))
@@ -150,7 +148,8 @@ class Pipeline:
             return Outcome("skipped", event, reason=f"{event.event_name} is not handled")
         if not self.settings.accepts_key(event.key):
             return Outcome("skipped", event, reason="key does not match OBJECT_KEY_SUFFIXES")
-        if self.profiles.for_key(event.key) is None:
+        matched = self.profiles.for_key(event.key)
+        if matched is None:
             return Outcome("skipped", event, reason="no profile matches the key and the profiles file has no default")
 
         now_ms = self.wall_clock_ms()
@@ -177,7 +176,7 @@ class Pipeline:
             record = (
                 build_deleted_record(event)
                 if event.is_removal
-                else self._describe_object(event, claim_id, deadline, usage, previous.get("review"))
+                else self._describe_object(event, matched, claim_id, deadline, usage, previous.get("review"))
             )
         except ObjectChangedError as exc:
             # The key was overwritten after this event: the newer version's own event will be applied.
@@ -240,6 +239,7 @@ class Pipeline:
     def _describe_object(
         self,
         event: ObjectEvent,
+        profile: Profile,
         claim_id: str,
         deadline: float | None,
         usage: ModelUsage,
@@ -247,21 +247,19 @@ class Pipeline:
     ) -> dict[str, Any]:
         facts: ObjectFacts | None = None
         digest = None
-        profile = self.profiles.for_key(event.key)
-        assert profile is not None
-        options = self.options(profile)
         try:
             if event.size is not None and event.size > self.settings.max_object_bytes:
                 raise ObjectTooLargeError.for_size(event.size, self.settings.max_object_bytes)
             fetched = self.objects.fetch(event, self.settings.max_object_bytes)
             facts = fetched.facts
             digest = hashlib.sha256(fetched.body).hexdigest()
-            profile = self._profile(event.key, facts.metadata)
-            options = self.options(profile)  # a bad language below is recorded under the chosen profile
+            profile = self._profile(profile, facts.metadata)
             options = self.options(profile, facts.metadata)
             result = self._describe_content(fetched.body, digest, options, claim_id, deadline, usage)
         except PermanentInputError as exc:
-            result = options.failure(exc, usage)
+            # Refused before the object's own overrides applied (size, fetch, bad metadata): recorded under the
+            # profile chosen so far. Failures of the description itself come back as results, not exceptions.
+            result = self.options(profile).failure(exc, usage)
         return build_record(event, facts, result, content_sha256=digest, review=review)
 
     def _describe_content(

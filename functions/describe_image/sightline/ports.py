@@ -57,14 +57,6 @@ class ModelUsage:
         self.completion_tokens += completion_tokens or 0
         self.total_tokens = self.prompt_tokens + self.completion_tokens
 
-    def merge(self, other: ModelUsage) -> None:
-        self.prompt_tokens += other.prompt_tokens
-        self.completion_tokens += other.completion_tokens
-        self.total_tokens = self.prompt_tokens + self.completion_tokens
-        self.model_calls += other.model_calls
-        self.latency_ms += other.latency_ms
-        self.usage_reported = self.usage_reported and other.usage_reported
-
     def to_item(self) -> dict[str, Any]:
         return {
             "prompt_tokens": self.prompt_tokens,

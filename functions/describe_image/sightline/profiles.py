@@ -52,7 +52,6 @@ fields are errors (a typo is never silently ignored) and duplicate keys are erro
 from __future__ import annotations
 
 import difflib
-import hashlib
 import json
 import math
 import re
@@ -152,20 +151,6 @@ class Profile:
         if self.match_prefixes and not lowered.startswith(tuple(p.lower() for p in self.match_prefixes)):
             return False
         return not self.match_suffixes or lowered.endswith(tuple(s.lower() for s in self.match_suffixes))
-
-    def fingerprint(self) -> str:
-        """A short stable hash of everything that changes the answer (not the name, not the match rules)."""
-        answer_inputs = {
-            "task": self.task,
-            "language": self.language,
-            "detail": self.detail,
-            "alt_text_max_chars": self.alt_text_max_chars,
-            "instructions": self.instructions,
-            "model": self.model,
-            "fields": self.fields,
-        }
-        text = json.dumps(answer_inputs, sort_keys=True, ensure_ascii=False, separators=(",", ":"), default=str)
-        return hashlib.sha256(text.encode("utf-8")).hexdigest()[:16]
 
 
 @dataclass(frozen=True)
