@@ -1,4 +1,5 @@
-"""A tolerant, honest reader of the vision model's answer: the last valid JSON object, cleaned and bounded."""
+"""A tolerant, honest reader of the vision model's answer: the last valid JSON object, cleaned and bounded. The same
+reading serves an image's answer, a document's page answer (matched to the pages asked for) and its summary."""
 
 from __future__ import annotations
 
@@ -10,13 +11,25 @@ import unicodedata
 from collections import deque
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import Any, TypeVar
 
 from sightline.errors import EmptyModelAnswerError, InvalidModelOutputError, ModelRefusedError
 from sightline.profiles import TASKS, Task
 from sightline.text import bounded, storable, truncate_utf8, utf8_size
 
-__all__ = ["AnswerRules", "ImageDescription", "looks_like_refusal", "read_answer"]
+__all__ = [
+    "AnswerRules",
+    "DocumentSummary",
+    "ImageDescription",
+    "PageAnswer",
+    "PagesAnswer",
+    "looks_like_refusal",
+    "read_answer",
+    "read_pages_answer",
+    "read_summary_answer",
+]
+
+_Found = TypeVar("_Found")
 
 
 @dataclass(frozen=True)
@@ -69,6 +82,41 @@ class ImageDescription:
         return bool(self.text.strip())
 
 
+@dataclass(frozen=True)
+class PageAnswer:
+    """One document page as the model transcribed it (``text`` bounded to the rules' text_max_bytes)."""
+
+    number: int
+    description: str
+    text: str
+    text_truncated: bool = False
+
+
+@dataclass(frozen=True)
+class PagesAnswer:
+    """A page request's answer, matched to the pages asked for. Nothing is guessed: a page the model skipped is
+    ``missing``, one it folded into another page's entry is ``merged`` (that entry's text is kept for the first
+    page of it), and ``adjustments`` says what else reading had to fix or ignore."""
+
+    pages: dict[int, PageAnswer] = field(
+        hash=False
+    )  # the requested pages that were answered, by number, in the requested order
+    missing: tuple[int, ...]  # requested pages the model skipped
+    merged: tuple[int, ...]  # requested pages the model merged into another page's entry
+    adjustments: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class DocumentSummary:
+    """A whole document's summary, read from a text-only request over its transcribed pages."""
+
+    description: str
+    alt_text: str
+    tags: tuple[str, ...]
+    fields: Any | None = field(default=None, hash=False)  # as the model gave them; validated elsewhere
+    adjustments: tuple[str, ...] = ()
+
+
 # --- Limits that keep reading any answer linear and quick.
 
 SCAN_WINDOW_CHARS = 200_000  # the answer is at the end: this tail is searched first, and with every tolerance
@@ -99,6 +147,17 @@ def read_answer(
     EmptyModelAnswerError when there is no content and no tool call, and InvalidModelOutputError when nothing
     usable was found (the only one a text-only repair call may fix).
     """
+    return _read_model_answer(content, refusal, tool_arguments, lambda text: _best_description(text, rules))
+
+
+def _read_model_answer(
+    content: str | None,
+    refusal: str | None,
+    tool_arguments: Sequence[str],
+    best: Callable[[str], tuple[_Found | None, str | None]],
+) -> _Found:
+    """What every reader shares: the refusal, the empty answer, reasoning stripped, the content then the tool
+    calls searched by ``best`` (the found value, or the problem with the latest candidate), prose refusals."""
     if isinstance(refusal, str) and refusal:
         raise _refused(refusal)
     if content is not None and not isinstance(content, str):
@@ -113,14 +172,14 @@ def read_answer(
     answer = _strip_reasoning(text)
     problem: str | None = None
     if answer.strip():
-        found, problem = _best_description(answer, rules)
+        found, problem = best(answer)
         if found is not None:
             return found
     elif text.strip():
         problem = "the model's answer holds only its reasoning, no JSON object"
     # Some providers put the answer in a function call instead of the content: the last valid call wins.
     for argument in reversed(arguments):
-        found, argument_problem = _best_description(argument, rules)
+        found, argument_problem = best(argument)
         if found is not None:
             return found
         problem = problem or argument_problem
@@ -212,31 +271,38 @@ _CAMEL_HUMP = re.compile(r"(?<=[a-z0-9])(?=[A-Z])")
 _KEY_SEPARATORS = re.compile(r"[\s\-_]+")
 
 
-def _best_description(answer: str, rules: AnswerRules) -> tuple[ImageDescription | None, str | None]:
-    """The last candidate that validates, else the problem with the latest candidate.
+def _best_description(
+    answer: str, rules: AnswerRules, *, ignored: tuple[str, ...] = ()
+) -> tuple[ImageDescription | None, str | None]:
+    found, problem, lenient = _best_in(answer, lambda values: _last_valid(values, rules, ignored=ignored))
+    if found is not None and lenient:
+        found = replace(found, adjustments=(*found.adjustments, "answer read as lenient JSON")[:MAX_ADJUSTMENTS])
+    return found, problem
+
+
+def _best_in(
+    answer: str, last_valid: Callable[[list[Any]], tuple[_Found | None, str | None]]
+) -> tuple[_Found | None, str | None, bool]:
+    """The last candidate that validates, else the problem with the latest candidate; and whether it was read
+    leniently.
 
     The tail is searched strictly, then leniently (raw line breaks in strings, then comments and trailing commas
     dropped too). Only when the answer is longer than the tail and none of that worked is the whole answer
     searched, strictly: one object megabytes long starts before the tail.
     """
     window = answer[-SCAN_WINDOW_CHARS:]
-    found, problem = _last_valid(_json_values(window, _STRICT, from_end=True), rules)
+    found, problem = last_valid(_json_values(window, _STRICT, from_end=True))
     if found is not None:
-        return found, None
+        return found, None, False
     for text in (window, _LENIENT_FIX.sub("", window)):
-        lenient, lenient_problem = _last_valid(_json_values(text, _LENIENT, from_end=True), rules)
+        lenient, lenient_problem = last_valid(_json_values(text, _LENIENT, from_end=True))
         if lenient is not None:
-            notes = (*lenient.adjustments, "answer read as lenient JSON")[:MAX_ADJUSTMENTS]
-            return _with_adjustments(lenient, notes), None
+            return lenient, None, True
         problem = problem or lenient_problem
     if len(answer) > len(window):
-        found, whole_problem = _last_valid(_json_values(answer, _STRICT, from_end=False), rules)
-        return found, (None if found else whole_problem or problem)
-    return None, problem
-
-
-def _with_adjustments(found: ImageDescription, notes: tuple[str, ...]) -> ImageDescription:
-    return replace(found, adjustments=notes)
+        found, whole_problem = last_valid(_json_values(answer, _STRICT, from_end=False))
+        return found, (None if found else whole_problem or problem), False
+    return None, problem, False
 
 
 def _json_values(text: str, decoder: json.JSONDecoder, *, from_end: bool) -> list[Any]:
@@ -313,13 +379,17 @@ def _decode_at(text: str, start: int, decoder: json.JSONDecoder) -> tuple[Any, i
         return *_NOTHING, rest
 
 
-def _last_valid(values: list[Any], rules: AnswerRules) -> tuple[ImageDescription | None, str | None]:
+def _last_valid(
+    values: list[Any], rules: AnswerRules, *, ignored: tuple[str, ...] = ()
+) -> tuple[ImageDescription | None, str | None]:
+    """The last value that builds a description; ``ignored`` keys are not read (a summary has no "text")."""
     problem = None
     for value in reversed(values[-MAX_CANDIDATES:]):
         fields, note = _unwrap(value)
         if fields is None:
             problem = problem or f"the model's JSON is a {_type_name(value)}, not an object"
             continue
+        fields.update(dict.fromkeys(ignored))
         try:
             found = _build(fields, rules, [note] if note else [])
         except InvalidModelOutputError as error:
@@ -1051,3 +1121,335 @@ def looks_like_refusal(text: str) -> bool:
         if match is not None:
             return _GOES_ON_DESCRIBING.search(folded, match.end()) is None
     return False
+
+
+# --- Document pages: one entry per page, matched by its number; what cannot be matched is reported, not guessed.
+
+MAX_PAGE_ENTRIES = 100  # entries of one answer looked at: a request has one or two pages
+MAX_PAGE_SPAN = 1_000  # numbers a range ("7-8") may cover: "1-99999" is no page number
+
+_PAGES_KEYS = ("pages", "page_answers", "transcriptions", "results", "entries", "items")
+_PAGE_SYNONYMS: Mapping[str, tuple[str, ...]] = {
+    "page": ("page", "page_number", "number", "page_no", "page_num", "page_nr", "page_numbers", "pages"),
+    "description": _SYNONYMS["description"],
+    "text": (*_SYNONYMS["text"], "content", "page_text", "full_text", "markdown"),
+}
+_PAGE_PREFIX = re.compile(r"(?:pages?|pp?\.)\s*+[_#:]?\s*+", re.IGNORECASE)
+_PAGE_NUMBER = re.compile(r"\d{1,6}")
+_PAGE_RANGE = re.compile(r"(\d{1,6})\s*+(?:-|–|—|‒|−|to|through|thru|bis)\s*+(\d{1,6})", re.IGNORECASE)
+_PAGE_LIST = re.compile(r"\d{1,6}(?:\s*+(?:,|;|&|\+|/|and|und|et|y)\s*+\d{1,6})+", re.IGNORECASE)
+
+
+def read_pages_answer(
+    content: str | None,
+    numbers: Sequence[int],
+    *,
+    rules: AnswerRules,
+    refusal: str | None = None,
+    tool_arguments: Sequence[str] = (),
+) -> PagesAnswer:
+    """A page request's answer (``{"pages": [{"page": 7, "description": …, "text": …}, …]}``) matched to the
+    requested page ``numbers``.
+
+    As tolerant as read_answer about where the object is and how its keys are spelt, and it raises the same
+    errors: ModelRefusedError, EmptyModelAnswerError, and InvalidModelOutputError when no candidate holds an
+    entry for any requested page. Entries are matched by their page number (by position only when none has one
+    and there are as many as pages asked for); a page skipped is ``missing``, a page folded into another's entry
+    ("7-8") is ``merged``. Each page's text is bounded to ``rules.text_max_bytes``.
+    """
+    requested = tuple(dict.fromkeys(numbers))
+    if not requested or any(not isinstance(n, int) or isinstance(n, bool) or n < 1 for n in requested):
+        raise ValueError(f"page numbers must be positive integers, got {list(numbers)!r}")
+
+    def last_valid(values: list[Any]) -> tuple[PagesAnswer | None, str | None]:
+        return _last_valid_pages(values, requested, rules)
+
+    def best(text: str) -> tuple[PagesAnswer | None, str | None]:
+        found, problem, lenient = _best_in(text, last_valid)
+        if found is not None and len(text) > SCAN_WINDOW_CHARS:
+            # A page's text can be longer than the tail searched first: an entry inside the answer is then found
+            # there on its own. The whole answer wins if it covers more of the pages (a tie keeps the later one).
+            whole, _problem = last_valid(_json_values(text, _STRICT, from_end=False))
+            if whole is not None and _covered(whole) > _covered(found):
+                return whole, None
+        if found is not None and lenient:
+            found = replace(found, adjustments=(*found.adjustments, "answer read as lenient JSON")[:MAX_ADJUSTMENTS])
+        return found, problem
+
+    return _read_model_answer(content, refusal, tool_arguments, best)
+
+
+def read_summary_answer(
+    content: str | None,
+    *,
+    rules: AnswerRules,
+    refusal: str | None = None,
+    tool_arguments: Sequence[str] = (),
+) -> DocumentSummary:
+    """A summary request's answer (description, alt_text, tags and the fields, if any), read as read_answer reads
+    an image's: the same tolerance, bounds and errors, but no "text" nor "decorative" is read or required."""
+    found = _read_model_answer(
+        content, refusal, tool_arguments, lambda text: _best_description(text, rules, ignored=("text", "decorative"))
+    )
+    return DocumentSummary(
+        description=found.description,
+        alt_text=found.alt_text,
+        tags=found.tags,
+        fields=found.fields,
+        adjustments=found.adjustments,
+    )
+
+
+def _covered(answer: PagesAnswer) -> int:
+    return len(answer.pages) + len(answer.merged)
+
+
+@dataclass(frozen=True)
+class _Entry:
+    numbers: tuple[int, ...]  # empty: the entry gave no page number (or none that could be read)
+    description: str
+    text: str
+    truncated: bool
+
+
+class _Prefixed(_Notes):
+    """Notes about one page entry, each said of it ("page 7: text cut to 100000 bytes")."""
+
+    def __init__(self, notes: _Notes, prefix: str) -> None:
+        super().__init__([])
+        self._notes, self._prefix = notes, prefix
+
+    def add(self, note: str) -> None:
+        self._notes.add(f"{self._prefix}: {note}")
+
+
+def _last_valid_pages(
+    values: list[Any], requested: tuple[int, ...], rules: AnswerRules
+) -> tuple[PagesAnswer | None, str | None]:
+    candidates = values[-MAX_CANDIDATES:]
+    problem = None
+    # One object per page, one after the other (JSON lines): the run of page objects at the end is the answer.
+    run = list(itertools.takewhile(_is_page_object, reversed(candidates)))[::-1]
+    if len(run) > 1:
+        try:
+            return _pages_answer(run, requested, rules, ["pages given as separate JSON objects"]), None
+        except InvalidModelOutputError as error:
+            problem = error.message
+    for value in reversed(candidates):
+        entries, note = _page_entries(value)
+        if entries is None:
+            problem = problem or f'the model\'s JSON ({_type_name(value)}) has no "pages" list'
+            continue
+        try:
+            return _pages_answer(entries, requested, rules, [note] if note else []), None
+        except InvalidModelOutputError as error:
+            problem = problem or error.message
+    return None, problem
+
+
+def _is_page_object(value: Any) -> bool:
+    """A single page's entry: a page number and a text or description, and no list of pages inside."""
+    if not isinstance(value, dict):
+        return False
+    keys = _snake_keys(value)
+    fields = {name: _first_present(keys, synonyms) for name, synonyms in _PAGE_SYNONYMS.items()}
+    return (
+        fields["page"] is not None
+        and not isinstance(fields["page"], dict)
+        and (fields["text"] is not None or fields["description"] is not None)
+        and not (isinstance(fields["page"], list) and any(isinstance(item, dict) for item in fields["page"]))
+    )
+
+
+def _page_entries(value: Any) -> tuple[list[Any] | None, str | None]:
+    """The page entries of a candidate, looking inside {"result": …} wrappers; None when it holds none.
+
+    Accepted: {"pages": [entry, …]}, a bare [entry, …], {"pages": {"7": entry, …}} (or without "pages"), and
+    a single entry on its own.
+    """
+    note = None
+    for _ in range(4):
+        if isinstance(value, list):
+            if len(value) == 1 and isinstance(value[0], dict) and not _is_page_object(value[0]):
+                value, note = value[0], "answer unwrapped from a one-element list"
+                continue
+            if not any(isinstance(item, dict) for item in value[:MAX_PAGE_ENTRIES]):
+                return None, None
+            return value, note or "pages given as a bare list"
+        if not isinstance(value, dict):
+            return None, None
+        keys = _snake_keys(value)
+        listed = _first_present(keys, _PAGES_KEYS)
+        if isinstance(listed, list) and not _is_page_object(value):
+            return listed, note
+        keyed = _keyed_by_number(listed if isinstance(listed, dict) else value)
+        if keyed is not None:
+            return keyed, "pages given as an object keyed by page number"
+        if _is_page_object(value):
+            return [value], note or "answer is a single page object"
+        if isinstance(listed, dict):
+            value, note = listed, note
+            continue
+        wrapper = next((name for name in _WRAPPERS if isinstance(keys.get(name), dict | list)), None)
+        if wrapper is None:
+            # No page number anywhere: one object with a text is one unnumbered entry (matched by position).
+            has_text = any(keys.get(name) is not None for name in _PAGE_SYNONYMS["text"])
+            return ([value], note) if has_text else (None, None)
+        value, note = keys[wrapper], f'answer unwrapped from "{wrapper}"'
+    return None, None
+
+
+def _keyed_by_number(value: dict[str, Any]) -> list[Any] | None:
+    """{"7": {…}, "8": "text"} as entries with their page numbers; None if any key is not a page number."""
+    if not value:
+        return None
+    entries: list[Any] = []
+    for key, item in itertools.islice(value.items(), MAX_PAGE_ENTRIES):
+        if _page_numbers(key) is None or not isinstance(item, dict | str):
+            return None
+        entries.append({**item, "page": key} if isinstance(item, dict) else {"page": key, "text": item})
+    return entries
+
+
+def _page_numbers(value: Any) -> tuple[int, ...] | None:
+    """7, 7.0, "7", "Page 7", "7-8", "7–8", "7, 8", [7, 8] → the page numbers, in order; None if not one."""
+    if isinstance(value, list):
+        numbers: list[int] = []
+        for item in value[:MAX_PAGE_ENTRIES]:
+            found = None if isinstance(item, list) else _page_numbers(item)
+            if found is None:
+                return None
+            numbers += found
+        return tuple(dict.fromkeys(numbers)) or None
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        return (value,)
+    if isinstance(value, float):
+        return (int(value),) if value.is_integer() else None
+    if not isinstance(value, str):
+        return None
+    text = value.strip()[:100]
+    prefix = _PAGE_PREFIX.match(text)
+    text = text[prefix.end() :] if prefix else text
+    if _PAGE_NUMBER.fullmatch(text):
+        return (int(text),)
+    span = _PAGE_RANGE.fullmatch(text)
+    if span:
+        first, last = int(span.group(1)), int(span.group(2))
+        return tuple(range(first, last + 1)) if 0 <= last - first < MAX_PAGE_SPAN else None
+    if _PAGE_LIST.fullmatch(text):
+        return tuple(dict.fromkeys(int(number) for number in _PAGE_NUMBER.findall(text)))
+    return None
+
+
+def _pages_answer(
+    entries: list[Any], requested: tuple[int, ...], rules: AnswerRules, initial: list[str]
+) -> PagesAnswer:
+    notes = _Notes(initial)
+    if len(entries) > MAX_PAGE_ENTRIES:
+        notes.add(f"pages: only the first {MAX_PAGE_ENTRIES} entries read")
+    read: list[_Entry] = []
+    for position, raw in enumerate(entries[:MAX_PAGE_ENTRIES], start=1):
+        entry = _read_page_entry(raw, position, rules, notes)
+        if entry is not None:
+            read.append(entry)
+    if not read:
+        raise InvalidModelOutputError("the model's JSON has no usable page entry")
+    return _match_pages(read, requested, notes)
+
+
+def _read_page_entry(raw: Any, position: int, rules: AnswerRules, notes: _Notes) -> _Entry | None:
+    """One entry, read and bounded; None (and a note) when it is unusable: not an object, an echoed example, a
+    text of the wrong type. A refusal in it raises ModelRefusedError."""
+    if not isinstance(raw, dict):
+        notes.add(f"entry {position}: a {_type_name(raw)}, not an object, skipped")
+        return None
+    keys = _snake_keys(raw)
+    fields = {name: _first_present(keys, synonyms) for name, synonyms in _PAGE_SYNONYMS.items()}
+    numbers = _page_numbers(fields["page"]) if fields["page"] is not None else None
+    label = f"page {numbers[0]}" if numbers else f"entry {position}"
+    if fields["page"] is not None and numbers is None:
+        notes.add(f"entry {position}: page number {_shown(fields['page'])} not understood")
+    described, text_value = fields["description"], fields["text"]
+    if described is None and text_value is None:
+        notes.add(f"{label}: no text and no description, skipped")
+        return None
+    if all(isinstance(value, str) and value.strip() and _is_placeholder(value) for value in (described, text_value)):
+        notes.add(f"{label}: an echoed example, skipped")
+        return None
+    own = _Prefixed(notes, label)
+    try:
+        text, truncated = _read_text(text_value, rules, own)
+    except InvalidModelOutputError as error:
+        notes.add(f"{label}: skipped, {error.message}")
+        return None
+    if text_value is None:
+        own.add("no text given, read as a blank page")
+    description = _page_description(described, rules, own)
+    if not description and looks_like_refusal(text):
+        raise _refused(text)
+    return _Entry(numbers or (), storable(description), storable(text), truncated)
+
+
+def _page_description(value: Any, rules: AnswerRules, notes: _Notes) -> str:
+    """Bounded as an image's description is; a page's may be missing or empty (its text is what matters)."""
+    if value is None or (isinstance(value, str) and _is_placeholder(value)):
+        return ""
+    try:
+        return _read_description(value, rules, notes)
+    except InvalidModelOutputError as error:
+        notes.add(f"description dropped: {error.message}")
+        return ""
+
+
+def _match_pages(entries: list[_Entry], requested: tuple[int, ...], notes: _Notes) -> PagesAnswer:
+    numbered = [entry for entry in entries if entry.numbers]
+    if not numbered:
+        if len(entries) != len(requested):
+            raise InvalidModelOutputError(
+                f"the answer's {len(entries)} page entries carry no page number, for {len(requested)} pages asked for"
+            )
+        notes.add("the answer gave no page numbers: entries matched to the pages by position")
+        numbered = [replace(entry, numbers=(number,)) for entry, number in zip(entries, requested, strict=True)]
+    elif len(numbered) < len(entries):
+        notes.add(f"{len(entries) - len(numbered)} entries without a page number ignored")
+    wanted = set(requested)
+    answered: dict[int, PageAnswer] = {}
+    merged: set[int] = set()
+    unknown: list[int] = []
+    for entry in numbered:
+        unknown += [number for number in entry.numbers if number not in wanted]
+        covered = [number for number in entry.numbers if number in wanted]
+        if not covered:
+            continue
+        first, *others = covered
+        if first in answered or first in merged:
+            notes.add(f"page {first}: a second entry ignored")
+            continue
+        answered[first] = PageAnswer(first, entry.description, entry.text, entry.truncated)
+        for number in others:
+            if number in answered or number in merged:
+                notes.add(f"page {number}: a second entry ignored")
+            else:
+                merged.add(number)
+        if others:
+            notes.add(f"pages {', '.join(map(str, covered))} merged into one entry: its text is kept for page {first}")
+    if unknown:
+        shown = ", ".join(map(str, list(dict.fromkeys(unknown))[:10]))
+        notes.add(f"entries for pages not asked for ignored: {shown}")
+    if not answered:
+        asked = ", ".join(map(str, requested))
+        if unknown:
+            raise InvalidModelOutputError(f"the answer's pages ({shown}) are not the pages asked for ({asked})")
+        raise InvalidModelOutputError(f"the answer has no entry for the pages asked for ({asked})")
+    return PagesAnswer(
+        pages={number: answered[number] for number in requested if number in answered},
+        missing=tuple(n for n in requested if n not in answered and n not in merged),
+        merged=tuple(n for n in requested if n in merged),
+        adjustments=tuple(notes.items),
+    )
+
+
+def _shown(value: Any) -> str:
+    return bounded(json.dumps(value, ensure_ascii=False, default=str)[:80], 60)
