@@ -14,7 +14,7 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from sightline.composition import Runtime, get_runtime
 from sightline.errors import ConfigurationError, SettingsError, SightlineError
-from sightline.events import ObjectEvent, parse_queue_message_body, parse_s3_notification
+from sightline.events import ObjectEvent, PageRangeItem, parse_queue_message_body, parse_s3_notification
 from sightline.pipeline import Outcome
 
 logger = Logger()
@@ -31,7 +31,10 @@ def _deadline(context: LambdaContext) -> float:
 
 _OUTCOME_METRICS = {
     "succeeded": "ImagesDescribed",
+    "partial": "DocumentsPartial",
     "failed": "ImagesFailed",
+    "fanned_out": "DocumentsFannedOut",
+    "range_done": "PageRangesDone",
     "deleted": "ObjectsDeleted",
     "skipped": "ObjectsSkipped",
     "stale": "StaleEvents",
@@ -50,7 +53,7 @@ def _record_metrics(outcome: Outcome) -> None:
     if outcome.status == "succeeded" and (outcome.record or {}).get("cache_hit"):
         metrics.add_metric(name="ContentCacheHits", unit=MetricUnit.Count, value=1)
     usage = outcome.usage
-    if outcome.status in ("succeeded", "failed") and usage.get("model_calls"):
+    if outcome.status in ("succeeded", "partial", "failed") and usage.get("model_calls"):
         metrics.add_metric(name="PromptTokens", unit=MetricUnit.Count, value=usage["prompt_tokens"])
         metrics.add_metric(name="CompletionTokens", unit=MetricUnit.Count, value=usage["completion_tokens"])
         metrics.add_metric(
@@ -64,24 +67,37 @@ def _log_outcome(outcome: Outcome) -> None:
         fields["error_type"] = outcome.reason
         fields["error_message"] = (outcome.record or {}).get("error_message")
         logger.warning("object failed permanently", extra=fields)
-    elif outcome.status == "succeeded":
+    elif outcome.status in ("succeeded", "partial"):
         fields["usage"] = outcome.usage
         fields["cache_hit"] = (outcome.record or {}).get("cache_hit")
+        document = (outcome.record or {}).get("document")
+        if document:
+            fields["pages"] = document.get("pages")
+            fields["pages_failed"] = document.get("pages_failed")
         logger.info("object described", extra=fields)
-    else:  # deleted, skipped, stale, duplicate
+    else:  # deleted, skipped, stale, duplicate, fanned_out, range_done
         logger.info(f"event {outcome.status}", extra={**fields, "reason": outcome.reason})
 
 
-async def _process_events(runtime: Runtime, events: list[ObjectEvent], deadline: float) -> list[Outcome]:
+def _apply(runtime: Runtime, work: ObjectEvent | PageRangeItem, deadline: float) -> Outcome:
+    if isinstance(work, PageRangeItem):
+        return runtime.pipeline.process_range(work, deadline)
+    return runtime.pipeline.process(work, deadline)
+
+
+async def _process_events(
+    runtime: Runtime, events: list[ObjectEvent] | list[ObjectEvent | PageRangeItem], deadline: float
+) -> list[Outcome]:
     """All records at once on the worker pool; the first transient error is raised after all have finished."""
     loop = asyncio.get_running_loop()
     results = await asyncio.gather(
-        *(loop.run_in_executor(runtime.executor, runtime.pipeline.process, event, deadline) for event in events),
+        *(loop.run_in_executor(runtime.executor, _apply, runtime, event, deadline) for event in events),
         return_exceptions=True,
     )
     outcomes: list[Outcome] = []
     first_error: BaseException | None = None
-    for event, result in zip(events, results, strict=True):
+    for work, result in zip(events, results, strict=True):
+        event = work.event if isinstance(work, PageRangeItem) else work
         if isinstance(result, BaseException):
             error_type = result.error_type if isinstance(result, SightlineError) else type(result).__name__
             logger.warning(

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import copy
+import json
+import re
 import threading
 import time
 from collections.abc import Callable
@@ -64,12 +66,15 @@ class FakeResultStore:
                     current["order_key"] == order
                     and current["status"] == PROCESSING
                     and current["claim_until"] < now_ms
+                    and current.get("fanout_order") != order
                 )
             )
             if not claimable:
                 return refused_claim(copy.deepcopy(current), order)
             previous = copy.deepcopy(current)
             item = current if current is not None else {"bucket": event.bucket, "key": event.key}
+            for name in ("ranges_done", "fanout_order", "ranges_total", "fanout_pages"):
+                item.pop(name, None)
             item.update(
                 order_key=order,
                 version_token=version,
@@ -134,6 +139,73 @@ class FakeResultStore:
             current = self.items.get((record["bucket"], record["key"]))
             if current is not None and current.get("order_key") == record["order_key"]:
                 current.update(notified=notified, notify_until=0)
+
+    def mark_fanout(self, event: ObjectEvent, claim_id: str, order: str, *, ranges_total: int, page_count: int) -> bool:
+        with self.lock:
+            current = self.items.get((event.bucket, event.key))
+            if (
+                current is None
+                or current.get("claim_id") != claim_id
+                or current.get("order_key") != order
+                or current.get("status") != PROCESSING
+            ):
+                return False
+            current.update(fanout_order=order, ranges_total=ranges_total, fanout_pages=page_count, claim_until=0)
+            return True
+
+    def add_range_done(self, bucket: str, key: str, order: str, range_id: str) -> int | None:
+        with self.lock:
+            current = self.items.get((bucket, key))
+            if current is None or current.get("order_key") != order or current.get("status") != PROCESSING:
+                return None
+            done = current.setdefault("ranges_done", set())
+            done.add(range_id)
+            return len(done)
+
+    def claim_assembly(self, bucket: str, key: str, order: str, claim_id: str, until_ms: int, now_ms: int) -> Any:
+        with self.lock:
+            current = self.items.get((bucket, key)) or {}
+            if current.get("order_key") != order or current.get("status") != PROCESSING:
+                return "gone"
+            if current.get("fanout_order") != order:
+                return "not_ready"
+            if current.get("claim_until", 0) >= now_ms:
+                return "busy"
+            current.update(claim_id=claim_id, claim_until=until_ms)
+            return "claimed"
+
+
+class FakeDocumentStore:
+    """The results bucket in memory."""
+
+    def __init__(self, bucket: str = "results-bucket") -> None:
+        self.bucket = bucket
+        self.objects: dict[str, tuple[bytes, str]] = {}
+        self.lock = threading.Lock()
+
+    def put(self, key: str, body: bytes, content_type: str) -> str:
+        with self.lock:
+            self.objects[key] = (body, content_type)
+        return f"s3://{self.bucket}/{key}"
+
+    def get_json(self, key: str) -> dict[str, Any] | None:
+        with self.lock:
+            found = self.objects.get(key)
+        return json.loads(found[0]) if found else None
+
+    def read(self, uri: str) -> bytes:
+        return self.objects[uri.removeprefix(f"s3://{self.bucket}/")][0]
+
+
+@dataclass
+class FakeWorkQueue:
+    sent: list[dict[str, Any]] = field(default_factory=list)
+    failures: list[BaseException] = field(default_factory=list)
+
+    def send(self, messages: list[dict[str, Any]]) -> None:
+        if self.failures:
+            raise self.failures.pop(0)
+        self.sent.extend(copy.deepcopy(messages))
 
 
 class FakeContentCache:
@@ -222,3 +294,89 @@ class ScriptedModel:
         result = step if isinstance(step, ModelAnswer) else step(request)
         usage.add(result.prompt_tokens, result.completion_tokens, result.latency_ms)
         return result
+
+
+# --- Documents
+
+
+def page_image(number: int, size: tuple[int, int] = (306, 396)) -> Any:
+    """A small page with its number drawn on it (each page's JPEG differs, as real pages do)."""
+    from PIL import Image, ImageDraw
+
+    from sightline.pages import prepare_page
+
+    image = Image.new("L", size, 255)
+    ImageDraw.Draw(image).text((20, 20 + 7 * (number % 40)), f"page {number}", fill=0)
+    return prepare_page(image, kind="pdf")
+
+
+class FakePageRenderer:
+    """Renders a document of `page_count` pages (whatever the bytes), failing the pages it is told to, the way
+    the child-process renderer fails: the whole call raises."""
+
+    def __init__(
+        self,
+        page_count: int,
+        *,
+        text_layers: dict[int, str] | None = None,
+        failing_pages: dict[int, BaseException] | None = None,
+        document_error: BaseException | None = None,
+        kind: str = "pdf",
+    ) -> None:
+        self.page_count = page_count
+        self.text_layers = text_layers or {}
+        self.failing_pages = failing_pages or {}
+        self.document_error = document_error
+        self.kind = kind
+        self.calls: list[range | None] = []
+        self.lock = threading.Lock()
+
+    def render(self, data: bytes, pages: range | None = None) -> Any:
+        from sightline.pages import RenderedDocument, RenderedPage, page_numbers
+
+        with self.lock:
+            self.calls.append(pages)
+        if self.document_error is not None:
+            raise self.document_error
+        numbers = page_numbers(self.page_count, pages)
+        for number in numbers:
+            if number in self.failing_pages:
+                raise self.failing_pages[number]
+        rendered = tuple(
+            RenderedPage(number=n, image=page_image(n), text_layer=self.text_layers.get(n)) for n in numbers
+        )
+        return RenderedDocument(kind=self.kind, page_count=self.page_count, pages=rendered)  # type: ignore[arg-type]
+
+
+PAGES_LINE = re.compile(r"^Pages in this request: (\d+(?:, \d+)*)$", re.MULTILINE)
+
+
+def requested_pages(request: ModelRequest) -> list[int]:
+    """The page numbers a page request names (its instruction's first line); [] for other requests."""
+    for message in request.messages:
+        content = message.get("content")
+        parts = content if isinstance(content, list) else [{"type": "text", "text": content}]
+        for part in parts:
+            if part.get("type") == "text" and (found := PAGES_LINE.search(str(part.get("text", "")))):
+                return [int(n) for n in found.group(1).split(", ")]
+    return []
+
+
+def page_text(number: int) -> str:
+    return f"Text of page {number}.\nSecond line of page {number}."
+
+
+def pages_answer(
+    request: ModelRequest,
+    *,
+    skip: set[int] = frozenset(),  # type: ignore[assignment]
+    text: Callable[[int], str] = page_text,
+) -> ModelAnswer:
+    """A model that reads every page it is shown (but those in `skip`); answers summaries as a summary."""
+    numbers = requested_pages(request)
+    if not numbers:
+        return answer(
+            json.dumps({"description": "A test document.", "alt_text": "Test document", "tags": ["test"], "fields": {}})
+        )
+    pages = [{"page": n, "description": f"Page {n}.", "text": text(n)} for n in numbers if n not in skip]
+    return answer(json.dumps({"pages": pages}))

@@ -15,8 +15,11 @@ from botocore.config import Config
 from sightline.adapters.dynamodb import DynamoDBContentCache, DynamoDBResultStore
 from sightline.adapters.model import OpenAIVisionModel
 from sightline.adapters.openai_warmup import prime_openai_models
+from sightline.adapters.page_renderer import ChildProcessPageRenderer
+from sightline.adapters.results_bucket import S3ResultsBucket
 from sightline.adapters.s3 import S3ObjectStore
 from sightline.adapters.sns import SnsNotifier
+from sightline.adapters.work_queue import SqsWorkQueue
 from sightline.errors import ConfigurationError
 from sightline.pipeline import Pipeline
 from sightline.profiles import load_profiles_file
@@ -84,6 +87,11 @@ def build_model_client(settings: Settings) -> openai.OpenAI:
 def build_pipeline(settings: Settings, session: boto3.session.Session | None = None) -> Pipeline:
     session = session or boto3.session.Session()
     dynamodb = session.client("dynamodb", config=AWS_CLIENT_CONFIG)
+    results_bucket = (
+        S3ResultsBucket(session.client("s3", config=AWS_CLIENT_CONFIG), settings.results_bucket)
+        if settings.results_bucket
+        else None
+    )
     return Pipeline(
         settings=settings,
         objects=S3ObjectStore(session.client("s3", config=AWS_CLIENT_CONFIG)),
@@ -92,6 +100,20 @@ def build_pipeline(settings: Settings, session: boto3.session.Session | None = N
         notifier=SnsNotifier(session.client("sns", config=AWS_CLIENT_CONFIG), settings.results_topic_arn),
         model=build_model(settings),
         profiles=load_profiles_file(settings.profiles_file),  # an invalid file fails the cold start, never an image
+        renderer=ChildProcessPageRenderer(
+            max_pages=settings.document_max_pages,
+            max_pixels=settings.max_image_pixels,
+            page_seconds=settings.render_page_seconds,
+            document_seconds=settings.render_document_seconds,
+            memory_mb=settings.render_memory_mb,
+        ),
+        documents=results_bucket,
+        work_queue=(
+            SqsWorkQueue(session.client("sqs", config=AWS_CLIENT_CONFIG), settings.work_queue_url)
+            if settings.work_queue_url and results_bucket is not None
+            else None
+        ),
+        image_host=results_bucket if settings.model_image_transport == "url" else None,
     )
 
 

@@ -22,7 +22,7 @@ from sightline.errors import (
     TruncatedModelOutputError,
 )
 from sightline.imaging import prepare_image
-from sightline.ports import ModelAnswer, ModelUsage, VisionModel
+from sightline.ports import ImageHost, ModelAnswer, ModelRequest, ModelUsage, VisionModel
 from sightline.profiles import DEFAULT_PROFILE_NAME, Profile, validate_fields
 from sightline.prompt import PROMPT_VERSION, description_request, repair_request
 from sightline.records import DescribeResult, image_item
@@ -93,12 +93,35 @@ class DescribeOptions:
         return DescribeResult.failed(error.error_type, error.message, usage=usage, **self.result_facts(), **found)
 
 
-def _checked(answer: ModelAnswer, limit: int, rules: AnswerRules) -> ImageDescription:
-    """The validated description, or the permanent error that says why this answer cannot be used."""
+def checked_answer(answer: ModelAnswer, limit: int) -> None:
+    """Refuse an answer that did not end on its own: stopped for repeating itself, or cut at the output limit."""
     if answer.finish_reason == "repetition":
         raise RepetitiveModelOutputError("the streamed answer kept repeating itself and was stopped early")
     if answer.finish_reason == "length":
         raise TruncatedModelOutputError(f"the answer hit the output limit of {limit} tokens")
+
+
+def with_image_urls(request: ModelRequest, urls: list[str]) -> ModelRequest:
+    """The request with its image parts, in order, pointing at ``urls`` instead of inline base64 data URLs."""
+    remaining = iter(urls)
+    messages = []
+    for message in request.messages:
+        content = message.get("content")
+        if isinstance(content, list):
+            content = [
+                {**part, "image_url": {**part["image_url"], "url": next(remaining)}}
+                if part.get("type") == "image_url"
+                else part
+                for part in content
+            ]
+            message = {**message, "content": content}
+        messages.append(message)
+    return replace(request, messages=messages)
+
+
+def _checked(answer: ModelAnswer, limit: int, rules: AnswerRules) -> ImageDescription:
+    """The validated description, or the permanent error that says why this answer cannot be used."""
+    checked_answer(answer, limit)
     description = read_answer(answer.content, refusal=answer.refusal, tool_arguments=answer.tool_arguments, rules=rules)
     if rules.task != "document" or rules.fields_schema is None:
         return replace(description, fields=None)
@@ -132,6 +155,7 @@ def describe_image(
     deadline: float | None = None,
     usage: ModelUsage | None = None,
     prepare_slots: threading.Semaphore | None = None,
+    image_host: ImageHost | None = None,
 ) -> DescribeResult:
     """Prepare the image, ask the model, validate the answer.
 
@@ -151,7 +175,10 @@ def describe_image(
             context=options.context,
             max_output_tokens=options.max_output_tokens,
         )
-        answer = model.complete(replace(request, model_id=options.model_id), deadline, usage)
+        request = replace(request, model_id=options.model_id)
+        if image_host is not None:  # the guide's second way: a short-lived URL instead of the base64 body
+            request = with_image_urls(request, [image_host.url_for(image.jpeg)])
+        answer = model.complete(request, deadline, usage)
         output_mode = answer.output_mode
         description = _validated_or_repaired(model, answer, options, deadline, usage)
     except PermanentInputError as exc:

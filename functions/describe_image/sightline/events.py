@@ -76,8 +76,112 @@ def parse_s3_notification(notification: dict[str, Any]) -> list[ObjectEvent]:
     return events
 
 
-def parse_queue_message_body(body: str) -> list[ObjectEvent]:
-    """An SQS message body: an S3 notification, or one wrapped in an SNS envelope (S3 → SNS → SQS)."""
+PAGE_RANGE_MESSAGE = "sightline.page-range"
+PAGE_RANGE_VERSION = 1
+
+
+@dataclass(frozen=True)
+class PageRangeItem:
+    """Pages first..last of one document version, to be described by whichever invocation receives it.
+
+    Sent by the invocation that received the object's own event (it claimed the key for ``order``); carries
+    what the record needs about the object so the assembling invocation does not read it again.
+    """
+
+    event: ObjectEvent
+    order: str  # the applied event's order key: a newer event for the key makes this item stale
+    version: str
+    first: int
+    last: int  # inclusive
+    index: int  # 1-based
+    ranges_total: int
+    range_pages: int  # every range but the last has this many pages
+    page_count: int
+    kind: str  # "pdf" or "tiff"
+    content_sha256: str
+    content_type: str | None = None
+    last_modified: str | None = None
+
+    @property
+    def range_id(self) -> str:
+        return f"{self.first:05d}-{self.last:05d}"
+
+    @property
+    def pages(self) -> range:
+        return range(self.first, self.last + 1)
+
+    def to_message(self) -> dict[str, Any]:
+        event = self.event
+        return {
+            "type": PAGE_RANGE_MESSAGE,
+            "version": PAGE_RANGE_VERSION,
+            "object": {
+                "bucket": event.bucket,
+                "key": event.key,
+                "event_name": event.event_name,
+                "event_time": event.event_time,
+                "version_id": event.version_id,
+                "etag": event.etag,
+                "size": event.size,
+                "sequencer": event.sequencer,
+                "content_type": self.content_type,
+                "last_modified": self.last_modified,
+                "content_sha256": self.content_sha256,
+            },
+            "order": self.order,
+            "version_token": self.version,
+            "first": self.first,
+            "last": self.last,
+            "index": self.index,
+            "ranges_total": self.ranges_total,
+            "range_pages": self.range_pages,
+            "page_count": self.page_count,
+            "kind": self.kind,
+        }
+
+    @classmethod
+    def from_message(cls, document: dict[str, Any]) -> PageRangeItem:
+        try:
+            obj = document["object"]
+            item = cls(
+                event=ObjectEvent(
+                    bucket=str(obj["bucket"]),
+                    key=str(obj["key"]),
+                    event_name=str(obj["event_name"]),
+                    event_time=str(obj["event_time"]),
+                    version_id=obj.get("version_id"),
+                    etag=obj.get("etag"),
+                    size=obj.get("size"),
+                    sequencer=obj.get("sequencer"),
+                ),
+                order=str(document["order"]),
+                version=str(document["version_token"]),
+                first=int(document["first"]),
+                last=int(document["last"]),
+                index=int(document["index"]),
+                ranges_total=int(document["ranges_total"]),
+                range_pages=int(document["range_pages"]),
+                page_count=int(document["page_count"]),
+                kind=str(document["kind"]),
+                content_sha256=str(obj["content_sha256"]),
+                content_type=obj.get("content_type"),
+                last_modified=obj.get("last_modified"),
+            )
+        except (KeyError, TypeError, ValueError) as exc:
+            raise UnrecognizedEventError(f"page-range item is malformed ({type(exc).__name__}: {exc})") from None
+        if not (
+            1 <= item.first <= item.last <= item.page_count
+            and 1 <= item.index <= item.ranges_total
+            and item.range_pages >= 1
+            and item.kind in ("pdf", "tiff")
+        ):
+            raise UnrecognizedEventError(f"page-range item has impossible pages {item.first}-{item.last}")
+        return item
+
+
+def parse_queue_message_body(body: str) -> list[ObjectEvent | PageRangeItem]:
+    """An SQS message body: an S3 notification, one wrapped in an SNS envelope (S3 → SNS → SQS), or one of our
+    own page-range items."""
     try:
         document = json.loads(body)
     except (TypeError, ValueError):
@@ -86,4 +190,8 @@ def parse_queue_message_body(body: str) -> list[ObjectEvent]:
         raise UnrecognizedEventError("message body is not a JSON object")
     if document.get("Type") == "Notification" and isinstance(document.get("Message"), str):
         return parse_queue_message_body(document["Message"])
-    return parse_s3_notification(document)
+    if document.get("type") == PAGE_RANGE_MESSAGE:
+        if document.get("version") != PAGE_RANGE_VERSION:
+            raise UnrecognizedEventError(f"page-range item of unknown version {document.get('version')!r}")
+        return [PageRangeItem.from_message(document)]
+    return list(parse_s3_notification(document))

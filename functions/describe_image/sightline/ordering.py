@@ -38,4 +38,7 @@ def refused_claim(current: dict[str, Any] | None, order: str) -> Claim:
         return Claim("stale", current)
     if current.get("status") in TERMINAL:
         return Claim("duplicate", current)
+    if current.get("fanout_order") == order:
+        # The event's document is being described in page ranges: its delivery's work is done.
+        return Claim("duplicate", current)
     return Claim("in_progress", current)

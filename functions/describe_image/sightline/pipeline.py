@@ -12,38 +12,64 @@ from __future__ import annotations
 
 import email.header
 import hashlib
+import json
 import threading
 import time
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
 from sightline.describe import DescribeOptions, describe_image
+from sightline.documents import (
+    DocumentResult,
+    PageDescriber,
+    PageResult,
+    add_usage,
+    document_failure,
+    document_result,
+    summarize,
+)
 from sightline.errors import (
+    ConfigurationError,
     InProgressError,
     InvalidMetadataError,
     ObjectChangedError,
+    ObjectNotFoundError,
     ObjectTooLargeError,
     PermanentInputError,
     RecordRejectedError,
     SightlineError,
 )
-from sightline.events import ObjectEvent
+from sightline.events import ObjectEvent, PageRangeItem
 from sightline.ordering import order_key, version_token
+from sightline.pages import (
+    DocumentKind,
+    EncryptedDocumentError,
+    RenderedPage,
+    TooManyPagesError,
+    document_kind,
+    page_numbers,
+)
 from sightline.ports import (
     ContentCache,
+    DocumentStore,
+    FetchedObject,
+    ImageHost,
     ModelUsage,
     Notifier,
     ObjectFacts,
     ObjectStore,
+    PageRenderer,
     ResultStore,
     ReviewChangedError,
     VisionModel,
+    WorkQueue,
 )
 from sightline.profiles import Profile, ProfileSet, normalize_language
 from sightline.prompt import CONTEXT_MAX_BYTES
 from sightline.records import (
+    PROCESSING,
     DescribeResult,
     build_deleted_record,
     build_failed_storage_record,
@@ -53,6 +79,9 @@ from sightline.records import (
 )
 from sightline.settings import Settings
 from sightline.text import bounded
+
+RESULTS_PREFIX = "results/"  # keep in step with the results bucket's lifecycle rules (template.yaml)
+WORK_PREFIX = "work/"
 
 # A claim outlives the invocation that took it by this much; after that another delivery may take over.
 CLAIM_MARGIN_MS = 30_000
@@ -68,7 +97,9 @@ METADATA_LANGUAGE = "sightline-language"
 METADATA_CONTEXT = "sightline-context"
 STORE_ATTEMPTS = 3  # a review written while the key is re-described: store again with it
 
-OutcomeStatus = Literal["succeeded", "failed", "deleted", "skipped", "stale", "duplicate"]
+OutcomeStatus = Literal[
+    "succeeded", "partial", "failed", "deleted", "skipped", "stale", "duplicate", "fanned_out", "range_done"
+]
 
 
 @dataclass(frozen=True)
@@ -81,6 +112,36 @@ class Outcome:
     @property
     def usage(self) -> dict[str, Any]:
         return (self.record or {}).get("usage", {})
+
+
+@dataclass(frozen=True)
+class FanOut:
+    """The document is too long for one invocation: it goes out as page ranges."""
+
+    facts: ObjectFacts
+    digest: str
+    page_count: int
+    kind: DocumentKind
+
+
+# S3 keys are at most 1,024 bytes: a result's key names its source when it fits, and a hash of it otherwise.
+RESULT_KEY_MAX_BYTES = 1_000
+
+
+def result_prefix(event: ObjectEvent, facts: ObjectFacts) -> str:
+    """Where a document's result objects go: one prefix per source object version, never overwritten by another."""
+    version = facts.version_id or facts.etag or version_token(event)
+    readable = f"{RESULTS_PREFIX}{event.bucket}/{event.key}/{version}/"
+    if len(readable.encode()) + len("document.json") <= RESULT_KEY_MAX_BYTES:
+        return readable
+    digest = hashlib.sha256(f"{event.bucket}/{event.key}".encode()).hexdigest()
+    return f"{RESULTS_PREFIX}_hashed/{digest}/{hashlib.sha256(version.encode()).hexdigest()[:32]}/"
+
+
+def work_key(item: PageRangeItem) -> str:
+    """A page range's partial result: per key, applied event and range (a newer event never reads it)."""
+    digest = hashlib.sha256(f"{item.event.bucket}/{item.event.key}#{item.order}".encode()).hexdigest()
+    return f"{WORK_PREFIX}{digest}/pages-{item.range_id}.json"
 
 
 def content_key(digest: str, options: DescribeOptions) -> str:
@@ -117,6 +178,12 @@ class Pipeline:
     prepare_slots: threading.Semaphore = field(default_factory=lambda: threading.Semaphore(2))
     wall_clock_ms: Callable[[], int] = field(default=lambda: int(time.time() * 1000))
     sleep: Callable[[float], None] = field(default=time.sleep)
+    # Documents: the renderer (PDF in a child process), the results bucket, the queue long documents fan out
+    # through, and the image host for URL mode (None: base64, the default).
+    renderer: PageRenderer | None = None
+    documents: DocumentStore | None = None
+    work_queue: WorkQueue | None = None
+    image_host: ImageHost | None = None
 
     def options(self, profile: Profile, metadata: dict[str, str] | None = None) -> DescribeOptions:
         """The profile's options with the object's own overrides (profile, language, context) applied."""
@@ -165,6 +232,8 @@ class Pipeline:
             raise InProgressError(f"another delivery is processing {event.uri} right now")
         if claim.kind == "duplicate":
             assert claim.current is not None
+            if claim.current.get("status") == PROCESSING:  # fanned out: the page ranges finish and notify
+                return Outcome("duplicate", event, reason="the document's page ranges are being described")
             # Stored earlier; the notification may not have gone out (publish failed after the write).
             self._notify_once(claim.current, until_ms)
             return Outcome("duplicate", event, record=claim.current, reason="this event was already applied")
@@ -173,11 +242,13 @@ class Pipeline:
         previous = claim.current or {}
         usage = ModelUsage.from_item(previous.get("attempt_usage") if previous.get("order_key") == order else None)
         try:
-            record = (
-                build_deleted_record(event)
-                if event.is_removal
-                else self._describe_object(event, matched, claim_id, deadline, usage, previous.get("review"))
-            )
+            if event.is_removal:
+                record = build_deleted_record(event)
+            else:
+                described = self._describe_object(event, matched, claim_id, deadline, usage, previous.get("review"))
+                if isinstance(described, FanOut):
+                    return self._fan_out(event, described, order, version, claim_id)
+                record = described
         except ObjectChangedError as exc:
             # The key was overwritten after this event: the newer version's own event will be applied.
             self.results.release(event, claim_id, "ObjectChanged", exc.message, usage)
@@ -244,7 +315,7 @@ class Pipeline:
         deadline: float | None,
         usage: ModelUsage,
         review: dict[str, Any] | None,
-    ) -> dict[str, Any]:
+    ) -> dict[str, Any] | FanOut:
         facts: ObjectFacts | None = None
         digest = None
         try:
@@ -255,6 +326,9 @@ class Pipeline:
             digest = hashlib.sha256(fetched.body).hexdigest()
             profile = self._profile(profile, facts.metadata)
             options = self.options(profile, facts.metadata)
+            kind = document_kind(fetched.body)
+            if kind is not None:
+                return self._describe_document(event, fetched, digest, kind, options, deadline, usage, review)
             result = self._describe_content(fetched.body, digest, options, claim_id, deadline, usage)
         except PermanentInputError as exc:
             # Refused before the object's own overrides applied (size, fetch, bad metadata): recorded under the
@@ -316,8 +390,288 @@ class Pipeline:
         self, body: bytes, options: DescribeOptions, deadline: float | None, usage: ModelUsage
     ) -> DescribeResult:
         return describe_image(
-            body, options, self.model, deadline=deadline, usage=usage, prepare_slots=self.prepare_slots
+            body,
+            options,
+            self.model,
+            deadline=deadline,
+            usage=usage,
+            prepare_slots=self.prepare_slots,
+            image_host=self.image_host,
         )
 
+    # --- Documents: PDFs and multi-page TIFFs.
 
-__all__ = ["Outcome", "Pipeline", "content_key"]
+    def _describe_document(
+        self,
+        event: ObjectEvent,
+        fetched: FetchedObject,
+        digest: str,
+        kind: DocumentKind,
+        options: DescribeOptions,
+        deadline: float | None,
+        usage: ModelUsage,
+        review: dict[str, Any] | None,
+    ) -> dict[str, Any] | FanOut:
+        """A short document is described here, whole; a longer one is split into page ranges (FanOut) when a work
+        queue is configured. The first range is rendered first: it runs every refusal and counts the pages."""
+        step = self.settings.document_range_pages
+        fan_out = self.work_queue is not None
+        facts = fetched.facts
+        try:
+            page_count, rendered, failed = self._render_pages(fetched.body, range(1, step + 1) if fan_out else None)
+        except PermanentInputError as exc:
+            result = document_failure(exc, kind=kind, options=options, usage=usage)
+            return build_record(event, facts, result, content_sha256=digest, review=review)
+        if page_count > step and fan_out:
+            return FanOut(facts=facts, digest=digest, page_count=page_count, kind=kind)
+        owner = self._owner(event, facts)
+        pages = self._page_describer(options, owner).describe(rendered, deadline, usage)
+        result = self._finish_document(
+            event,
+            facts,
+            [*pages, *failed],
+            kind=kind,
+            page_count=page_count,
+            options=options,
+            deadline=deadline,
+            usage=usage,
+        )
+        return build_record(event, facts, result, content_sha256=digest, review=review)
+
+    def _renderer(self) -> PageRenderer:
+        if self.renderer is None:
+            raise ConfigurationError("documents need a page renderer; the function is built without one")
+        return self.renderer
+
+    def _render_pages(self, body: bytes, pages: range | None) -> tuple[int, list[RenderedPage], list[PageResult]]:
+        """The page count, the pages rendered and the pages that could not be. A refusal of the whole document
+        (encrypted, too many pages, unreadable) is raised; a page the renderer fails on fails alone: after a
+        failed range, the pages are rendered one by one, each in its own child process."""
+        renderer = self._renderer()
+        try:
+            document = renderer.render(body, pages)
+            return document.page_count, list(document.pages), []
+        except (EncryptedDocumentError, TooManyPagesError):
+            raise
+        except PermanentInputError as whole:
+            probe = renderer.render(body, range(1, 1))  # the document itself: raises when it cannot be opened
+            numbers = page_numbers(probe.page_count, pages)
+            if len(numbers) == 1:
+                return probe.page_count, [], [PageResult.failed(numbers[0], whole)]
+            rendered: list[RenderedPage] = []
+            failed: list[PageResult] = []
+            for number in numbers:
+                try:
+                    rendered.extend(renderer.render(body, range(number, number + 1)).pages)
+                except PermanentInputError as exc:
+                    failed.append(PageResult.failed(number, exc))
+            return probe.page_count, rendered, failed
+
+    def _page_describer(self, options: DescribeOptions, owner: str) -> PageDescriber:
+        return PageDescriber(
+            model=self.model,
+            options=options,
+            cache=self.cache,
+            image_host=self.image_host,
+            concurrency=self.settings.document_concurrency,
+            anchors=self.settings.document_text_anchor,
+            owner=owner,
+        )
+
+    @staticmethod
+    def _owner(event: ObjectEvent, facts: ObjectFacts | None) -> str:
+        version = (facts.version_id or facts.etag) if facts else None
+        return f"{event.bucket}/{event.key}#{version or version_token(event)}"
+
+    def _finish_document(
+        self,
+        event: ObjectEvent,
+        facts: ObjectFacts,
+        pages: list[PageResult],
+        *,
+        kind: str,
+        page_count: int,
+        options: DescribeOptions,
+        deadline: float | None,
+        usage: ModelUsage,
+        ranges: int = 1,
+    ) -> DocumentResult:
+        """The summary pass over the assembled text, the status rule, and the result objects in the bucket."""
+        summary = None
+        if any(page.succeeded for page in pages):
+            summary = summarize(pages, options, self.model, deadline=deadline, usage=usage, cache=self.cache)
+        result = document_result(
+            pages, kind=kind, page_count=page_count, summary=summary, options=options, usage=usage, ranges=ranges
+        )
+        if self.documents is None:
+            return result
+        prefix = result_prefix(event, facts)
+        source = {
+            "bucket": event.bucket,
+            "key": event.key,
+            "version_id": facts.version_id,
+            "etag": facts.etag,
+            "size": facts.size,
+            "content_type": facts.content_type,
+        }
+        body = json.dumps(result.result_object(source), ensure_ascii=False, separators=(",", ":")).encode()
+        json_uri = self.documents.put(prefix + "document.json", body, "application/json")
+        markdown = result.markdown(title=event.key).encode()
+        markdown_uri = self.documents.put(prefix + "document.md", markdown, "text/markdown; charset=utf-8")
+        return replace(result, result_uri=json_uri, markdown_uri=markdown_uri)
+
+    def _fan_out(self, event: ObjectEvent, fan_out: FanOut, order: str, version: str, claim_id: str) -> Outcome:
+        """Send the document's page ranges through the queue, then mark the record: from then on the ranges'
+        own items finish the document, and every further delivery of this event is a duplicate."""
+        assert self.work_queue is not None
+        step = self.settings.document_range_pages
+        facts = fan_out.facts
+        total = -(-fan_out.page_count // step)
+        located = replace(event, version_id=facts.version_id or event.version_id, etag=facts.etag or event.etag)
+        items = [
+            PageRangeItem(
+                event=located,
+                order=order,
+                version=version,
+                first=first,
+                last=min(first + step - 1, fan_out.page_count),
+                index=index,
+                ranges_total=total,
+                range_pages=step,
+                kind=fan_out.kind,
+                page_count=fan_out.page_count,
+                content_sha256=fan_out.digest,
+                content_type=facts.content_type,
+                last_modified=facts.last_modified,
+            )
+            for index, first in enumerate(range(1, fan_out.page_count + 1, step), start=1)
+        ]
+        self.work_queue.send([item.to_message() for item in items])
+        if not self.results.mark_fanout(event, claim_id, order, ranges_total=total, page_count=fan_out.page_count):
+            return Outcome("stale", event, reason="a newer event took over this key while its pages were sent")
+        return Outcome("fanned_out", event, reason=f"{fan_out.page_count} pages sent as {total} page ranges of {step}")
+
+    def process_range(self, item: PageRangeItem, deadline: float | None = None) -> Outcome:
+        """Describe one page range of a document; the delivery that counts the last range assembles it."""
+        event = item.event
+        current = self.results.get(event.bucket, event.key)
+        if current is None or current.get("order_key") != item.order:
+            return Outcome("stale", event, reason="a newer event for this key was applied: the page range is dropped")
+        if current.get("status") != PROCESSING:
+            return Outcome("duplicate", event, reason="the document was already assembled")
+        partial_key = work_key(item)
+        documents = self._documents()
+        if documents.get_json(partial_key) is None:
+            try:
+                partial = self._describe_range(item, deadline)
+            except (ObjectChangedError, ObjectNotFoundError) as exc:
+                return Outcome("stale", event, reason=f"the object version is gone ({exc.message})")
+            if partial is None:
+                return Outcome("stale", event, reason="the object's bytes are not the ones the document was split from")
+            documents.put(partial_key, json.dumps(partial, ensure_ascii=False).encode(), "application/json")
+        done = self.results.add_range_done(event.bucket, event.key, item.order, item.range_id)
+        if done is None:
+            return Outcome("stale", event, reason="the key moved on while the page range was described")
+        if done < item.ranges_total:
+            return Outcome(
+                "range_done", event, reason=f"pages {item.first}–{item.last}: {done} of {item.ranges_total} ranges done"
+            )
+        return self._assemble(item, current, deadline)
+
+    def _documents(self) -> DocumentStore:
+        if self.documents is None:
+            raise ConfigurationError("page ranges need the results bucket (RESULTS_BUCKET)")
+        return self.documents
+
+    def _range_facts(self, item: PageRangeItem, metadata: dict[str, str]) -> ObjectFacts:
+        return ObjectFacts(
+            etag=item.event.etag,
+            version_id=item.event.version_id,
+            size=item.event.size,
+            content_type=item.content_type,
+            last_modified=item.last_modified,
+            metadata=metadata,
+        )
+
+    def _range_options(self, item: PageRangeItem, metadata: dict[str, str]) -> DescribeOptions:
+        matched = self.profiles.for_key(item.event.key) or self.profiles.default or Profile(name="default")
+        profile = self._profile(matched, metadata)
+        return self.options(profile, metadata)
+
+    def _describe_range(self, item: PageRangeItem, deadline: float | None) -> dict[str, Any] | None:
+        """The range's pages described: the partial result the assembler reads (None: not the same bytes)."""
+        fetched = self.objects.fetch(item.event, self.settings.max_object_bytes)
+        if hashlib.sha256(fetched.body).hexdigest() != item.content_sha256:
+            return None
+        metadata = fetched.facts.metadata
+        try:
+            options = self._range_options(item, metadata)
+        except InvalidMetadataError:
+            raise  # the coordinator applied the same metadata: it cannot be invalid here unless the code changed
+        try:
+            _, rendered, failed = self._render_pages(fetched.body, item.pages)
+        except PermanentInputError as exc:  # the document opened for the coordinator; not for this range
+            rendered, failed = [], [PageResult.failed(number, exc) for number in item.pages]
+        usage = ModelUsage()
+        owner = self._owner(item.event, fetched.facts)
+        pages = self._page_describer(options, owner).describe(rendered, deadline, usage)
+        return {
+            "range": item.range_id,
+            "metadata": metadata,
+            "pages": [page.to_item() for page in sorted([*pages, *failed], key=lambda p: p.number)],
+        }
+
+    def _assemble(self, item: PageRangeItem, current: dict[str, Any], deadline: float | None) -> Outcome:
+        """Every range is counted: take the record's claim, read the ranges' results, summarise, store, notify."""
+        event = item.event
+        claim_id = uuid.uuid4().hex
+        now_ms = self.wall_clock_ms()
+        until_ms = now_ms + self._claim_ms(deadline)
+        state = self.results.claim_assembly(event.bucket, event.key, item.order, claim_id, until_ms, now_ms)
+        if state == "not_ready":
+            raise InProgressError(f"the fan-out of {event.uri} is not marked yet: assembling later")
+        if state != "claimed":
+            return Outcome("duplicate", event, reason=f"the document is assembled by another delivery ({state})")
+        usage = ModelUsage()
+        try:
+            pages: list[PageResult] = []
+            metadata: dict[str, str] = {}
+            documents = self._documents()
+            for first in range(1, item.page_count + 1, item.range_pages):
+                last = min(first + item.range_pages - 1, item.page_count)
+                partial = documents.get_json(work_key(replace(item, first=first, last=last)))
+                if partial is None:
+                    raise InProgressError(
+                        f"pages {first}–{last} of {event.uri} are counted but their result is missing"
+                    )
+                metadata = partial.get("metadata") or metadata
+                pages.extend(PageResult.from_item(page) for page in partial.get("pages") or [])
+            for page in pages:
+                add_usage(usage, page.usage)
+            facts = self._range_facts(item, metadata)
+            options = self._range_options(item, metadata)
+            result = self._finish_document(
+                event,
+                facts,
+                pages,
+                kind=item.kind,
+                page_count=item.page_count,
+                options=options,
+                deadline=deadline,
+                usage=usage,
+                ranges=item.ranges_total,
+            )
+            record = build_record(
+                event, facts, result, content_sha256=item.content_sha256, review=current.get("review")
+            )
+        except BaseException as exc:
+            self.results.release(event, claim_id, _error_name(exc), _error_text(exc), usage)
+            raise
+        record.update(order_key=item.order, version_token=item.version, notified=False)
+        if not self._store(record, claim_id):
+            return Outcome("stale", event, reason="a newer event took over this key while the document was assembled")
+        self._notify_once(record, until_ms)
+        return Outcome(record["status"], event, record=record, reason=record.get("error_type"))
+
+
+__all__ = ["FanOut", "Outcome", "Pipeline", "content_key", "result_prefix", "work_key"]

@@ -160,6 +160,29 @@ class ResultStore(Protocol):
 
     def mark_notified(self, record: dict[str, Any], notified: bool) -> None: ...
 
+    # Documents split into page ranges (fan-out): the key's record counts the ranges done, once each.
+
+    def get(self, bucket: str, key: str) -> dict[str, Any] | None:
+        """The key's record, read consistently."""
+        ...
+
+    def mark_fanout(self, event: ObjectEvent, claim_id: str, order: str, *, ranges_total: int, page_count: int) -> bool:
+        """The event's document is being described in ranges: release the claim, and make every further delivery
+        of the same event a duplicate. False when this delivery no longer holds the claim."""
+        ...
+
+    def add_range_done(self, bucket: str, key: str, order: str, range_id: str) -> int | None:
+        """Count one finished range (idempotent: a set, not a counter); the number of distinct ranges done, or
+        None when the key moved on (a newer version, a deletion, or the document was already assembled)."""
+        ...
+
+    def claim_assembly(
+        self, bucket: str, key: str, order: str, claim_id: str, until_ms: int, now_ms: int
+    ) -> Literal["claimed", "busy", "gone", "not_ready"]:
+        """Take the record's claim to assemble the document: "busy" when another delivery holds it, "not_ready"
+        when the fan-out is not marked yet, "gone" when the key moved on or was assembled already."""
+        ...
+
 
 class ContentCache(Protocol):
     def get(self, content_key: str) -> dict[str, Any] | None:
@@ -175,3 +198,34 @@ class ContentCache(Protocol):
 
 class Notifier(Protocol):
     def publish(self, message: dict[str, Any], attributes: dict[str, str]) -> None: ...
+
+
+class DocumentStore(Protocol):
+    """The results bucket: documents' results (one per source version) and their page ranges' partial results."""
+
+    def put(self, key: str, body: bytes, content_type: str) -> str:
+        """Write an object; returns its s3:// URI."""
+        ...
+
+    def get_json(self, key: str) -> dict[str, Any] | None:
+        """A JSON object written earlier, or None when there is none."""
+        ...
+
+
+class ImageHost(Protocol):
+    """Images by URL (the provider guide's second way): a short-lived URL the model's provider can fetch."""
+
+    def url_for(self, jpeg: bytes) -> str: ...
+
+
+class WorkQueue(Protocol):
+    """Where a long document's page ranges go, to be described by concurrent invocations."""
+
+    def send(self, messages: list[dict[str, Any]]) -> None: ...
+
+
+class PageRenderer(Protocol):
+    """A document's pages as prepared images. Raises the document refusals of ``sightline.pages``."""
+
+    def render(self, data: bytes, pages: range | None = None) -> Any:  # sightline.pages.RenderedDocument
+        ...

@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
-from typing import Any, Final, Literal
+from typing import Any, Final, Literal, Protocol
 
 from sightline.answers import ImageDescription
 from sightline.events import ObjectEvent
@@ -24,8 +24,10 @@ NOTIFICATION_EVENT = "sightline.image.processed"
 SUCCEEDED: Final = "succeeded"
 FAILED: Final = "failed"
 DELETED = "deleted"
+PARTIAL = "partial"  # a document some of whose pages failed (listed in the record)
 PROCESSING = "processing"  # claimed by a delivery; the other fields still describe the previous version
-TERMINAL = (SUCCEEDED, FAILED, DELETED)
+TERMINAL = (SUCCEEDED, PARTIAL, FAILED, DELETED)
+WITH_CONTENT = (SUCCEEDED, PARTIAL)
 
 ERROR_MESSAGE_MAX_BYTES = 2_000
 # SNS accepts 262,144 bytes per message. The OCR text is the only large field: it is cut to this many bytes
@@ -196,10 +198,14 @@ def _object_item(event: ObjectEvent, facts: ObjectFacts | None) -> dict[str, Any
     )
 
 
+class ResultItem(Protocol):
+    def to_item(self) -> dict[str, Any]: ...
+
+
 def build_record(
     event: ObjectEvent,
     facts: ObjectFacts | None,
-    result: DescribeResult,
+    result: ResultItem,
     *,
     content_sha256: str | None = None,
     review: dict[str, Any] | None = None,
@@ -279,6 +285,23 @@ def _message_size(message: dict[str, Any]) -> int:
     return utf8_size(json.dumps(message, ensure_ascii=False, separators=(",", ":")))
 
 
+NOTIFICATION_PAGES_FAILED_MAX = 5_000  # page numbers listed in a notification (MAX_DOCUMENT_PAGES: all of them)
+
+
+def _document_fields(record: dict[str, Any]) -> dict[str, Any]:
+    """A document's notification says where its full result is, how many pages it has and which failed."""
+    document = record.get("document")
+    if not isinstance(document, dict):
+        return {}
+    failed = list(document.get("pages_failed") or [])
+    return {
+        "result_uri": record.get("result_uri"),
+        "result_markdown_uri": record.get("result_markdown_uri"),
+        "pages": document.get("pages"),
+        "pages_failed": failed[:NOTIFICATION_PAGES_FAILED_MAX],
+    }
+
+
 def build_notification(
     record: dict[str, Any], table: str, *, minimal: bool = False
 ) -> tuple[dict[str, Any], dict[str, str]]:
@@ -286,7 +309,7 @@ def build_notification(
 
     ``minimal`` leaves out the description fields: the fallback when SNS refused the full message.
     """
-    succeeded = record["status"] == SUCCEEDED
+    succeeded = record["status"] in WITH_CONTENT
     text, text_cut = record.get("text", ""), False
     if succeeded:
         cut = bounded(text, NOTIFICATION_TEXT_MAX_BYTES)
@@ -318,6 +341,7 @@ def build_notification(
             "cache_hit": record.get("cache_hit"),
             "error_type": record.get("error_type"),
             "error_message": record.get("error_message"),
+            **_document_fields(record),
             "processed_at": record["processed_at"],
             "record": {"table": table, "bucket": record["bucket"], "key": record["key"]},
         }

@@ -30,12 +30,28 @@ MODEL_OUTPUT_MODE = "MODEL_OUTPUT_MODE"  # auto | json_schema | json_object | of
 MODEL_STREAM = "MODEL_STREAM"  # true | false
 MODEL_STREAM_STALL_SECONDS = "MODEL_STREAM_STALL_SECONDS"
 PROFILES_FILE = "PROFILES_FILE"  # optional: the YAML file of profiles; default the one bundled with the function
+# Documents (PDF, multi-page TIFF) and the image transport.
+RESULTS_BUCKET = "RESULTS_BUCKET"  # where document results (JSON + Markdown) and URL-mode images are written
+WORK_QUEUE_URL = "WORK_QUEUE_URL"  # where long documents' page ranges are sent (the uploads queue)
+DOCUMENT_MAX_PAGES = "DOCUMENT_MAX_PAGES"
+DOCUMENT_RANGE_PAGES = "DOCUMENT_RANGE_PAGES"
+DOCUMENT_CONCURRENCY = "DOCUMENT_CONCURRENCY"
+DOCUMENT_TEXT_ANCHOR = "DOCUMENT_TEXT_ANCHOR"  # true | false
+MODEL_IMAGE_TRANSPORT = "MODEL_IMAGE_TRANSPORT"  # base64 | url
+RENDER_MEMORY_MB = "RENDER_MEMORY_MB"
+RENDER_PAGE_SECONDS = "RENDER_PAGE_SECONDS"
+RENDER_DOCUMENT_SECONDS = "RENDER_DOCUMENT_SECONDS"
 
 # functions/describe_image/profiles.yaml: /var/task/profiles.yaml in the deployed function.
 BUNDLED_PROFILES_FILE = str(Path(__file__).resolve().parent.parent / "profiles.yaml")
 
 DEFAULT_MODEL_BASE_URL = "https://api.novita.ai/openai"
 DEFAULT_MODEL_ID = "qwen/qwen2.5-vl-72b-instruct"
+
+# Records hold one status per page: bounded so any page count fits a DynamoDB item and an SNS message.
+MAX_DOCUMENT_PAGES = 5_000
+ImageTransport = Literal["base64", "url"]
+IMAGE_TRANSPORTS: tuple[ImageTransport, ...] = ("base64", "url")
 
 Detail = Literal["low", "high", "auto"]
 DETAILS: tuple[Detail, ...] = ("low", "high", "auto")
@@ -61,6 +77,16 @@ class Settings:
     model_stream: bool = True  # measured: see the README's "Streaming" section
     model_stream_stall_seconds: float = 15.0
     profiles_file: str = BUNDLED_PROFILES_FILE
+    results_bucket: str | None = None
+    work_queue_url: str | None = None  # without it a long document is described in one invocation
+    document_max_pages: int = 500
+    document_range_pages: int = 8  # pages one invocation describes; longer documents fan out in ranges
+    document_concurrency: int = 4  # model requests in flight per document range
+    document_text_anchor: bool = True
+    model_image_transport: ImageTransport = "base64"
+    render_memory_mb: int = 1024
+    render_page_seconds: float = 15.0
+    render_document_seconds: float = 90.0
 
     def accepts_key(self, key: str) -> bool:
         """Suffix filter, case-insensitive (S3's own suffix filter is case-sensitive)."""
@@ -86,6 +112,13 @@ def _number(env: Mapping[str, str], name: str, default: float, minimum: float, c
         raise SettingsError(f"{name} must be a number, got {raw!r}") from None
     if value < minimum:
         raise SettingsError(f"{name} must be at least {minimum}, got {raw!r}")
+    return value
+
+
+def _bounded_number(env: Mapping[str, str], name: str, default: int, minimum: int, maximum: int) -> int:
+    value: int = _number(env, name, default, minimum)
+    if value > maximum:
+        raise SettingsError(f"{name} must be at most {maximum}, got {value}")
     return value
 
 
@@ -125,6 +158,11 @@ def load_settings(env: Mapping[str, str] | None = None, *, require_stack: bool =
     base_url = env.get(MODEL_BASE_URL, "").strip() or DEFAULT_MODEL_BASE_URL
     if not base_url.startswith(("http://", "https://")):
         raise SettingsError(f"{MODEL_BASE_URL} must be an http(s) URL, got {base_url!r}")
+    if (
+        _choice(env, MODEL_IMAGE_TRANSPORT, IMAGE_TRANSPORTS, "base64") == "url"
+        and not env.get(RESULTS_BUCKET, "").strip()
+    ):
+        raise SettingsError(f"{MODEL_IMAGE_TRANSPORT}=url needs {RESULTS_BUCKET}: the images are staged there")
     suffixes = tuple(s.strip().lower() for s in env.get(OBJECT_KEY_SUFFIXES, "").split(",") if s.strip())
     return Settings(
         results_table=stack(env, RESULTS_TABLE),
@@ -145,4 +183,14 @@ def load_settings(env: Mapping[str, str] | None = None, *, require_stack: bool =
         model_stream=_flag(env, MODEL_STREAM, True),
         model_stream_stall_seconds=_number(env, MODEL_STREAM_STALL_SECONDS, 15.0, 1.0, float),
         profiles_file=env.get(PROFILES_FILE, "").strip() or BUNDLED_PROFILES_FILE,
+        results_bucket=env.get(RESULTS_BUCKET, "").strip() or None,
+        work_queue_url=env.get(WORK_QUEUE_URL, "").strip() or None,
+        document_max_pages=_bounded_number(env, DOCUMENT_MAX_PAGES, 500, 1, MAX_DOCUMENT_PAGES),
+        document_range_pages=_bounded_number(env, DOCUMENT_RANGE_PAGES, 8, 1, 100),
+        document_concurrency=_bounded_number(env, DOCUMENT_CONCURRENCY, 4, 1, 16),
+        document_text_anchor=_flag(env, DOCUMENT_TEXT_ANCHOR, True),
+        model_image_transport=_choice(env, MODEL_IMAGE_TRANSPORT, IMAGE_TRANSPORTS, "base64"),  # type: ignore[arg-type]
+        render_memory_mb=_number(env, RENDER_MEMORY_MB, 1024, 256),
+        render_page_seconds=_number(env, RENDER_PAGE_SECONDS, 15.0, 1.0, float),
+        render_document_seconds=_number(env, RENDER_DOCUMENT_SECONDS, 90.0, 1.0, float),
     )

@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 import time
 from decimal import Decimal
-from typing import Any
+from typing import Any, Literal
 
 from boto3.dynamodb.types import TypeDeserializer, TypeSerializer
 from botocore.exceptions import BotoCoreError, ClientError
@@ -22,9 +22,12 @@ _deserializer = TypeDeserializer()
 
 # One delivery may apply an event when the key is new, when its event is newer than the one applied, or
 # when the same event's earlier claim was released or expired (a crashed or timed-out delivery).
+# A document described in page ranges (fanout_order set for the event) is no longer its event's to re-claim:
+# the ranges' own items finish it.
 _CLAIM_CONDITION = (
     "attribute_not_exists(order_key) OR order_key < :order"
-    " OR (order_key = :order AND #status = :processing AND claim_until < :now)"
+    " OR (order_key = :order AND #status = :processing AND claim_until < :now"
+    " AND (attribute_not_exists(fanout_order) OR fanout_order <> :order))"
 )
 
 
@@ -97,6 +100,8 @@ class DynamoDBResultStore:
                 UpdateExpression=(
                     "SET order_key = :order, version_token = :version, #status = :processing,"
                     " claim_id = :claim, claim_until = :until, notified = :false"
+                    # a new claim starts the page-range count afresh (a retried fan-out sends every range again)
+                    " REMOVE ranges_done, fanout_order, ranges_total, fanout_pages"
                 ),
                 ConditionExpression=_CLAIM_CONDITION,
                 ExpressionAttributeNames={"#status": "status"},
@@ -179,6 +184,75 @@ class DynamoDBResultStore:
                 }
             ),
         )
+
+    def get(self, bucket: str, key: str) -> dict[str, Any] | None:
+        return self._get(bucket, key)
+
+    def mark_fanout(self, event: ObjectEvent, claim_id: str, order: str, *, ranges_total: int, page_count: int) -> bool:
+        return self._write(
+            "update_item",
+            **self._key(event.bucket, event.key),
+            UpdateExpression=(
+                "SET fanout_order = :order, ranges_total = :total, fanout_pages = :pages, claim_until = :zero"
+            ),
+            ConditionExpression="claim_id = :claim AND order_key = :order AND #status = :processing",
+            ExpressionAttributeNames={"#status": "status"},
+            ExpressionAttributeValues=to_item(
+                {
+                    ":order": order,
+                    ":total": ranges_total,
+                    ":pages": page_count,
+                    ":zero": 0,
+                    ":claim": claim_id,
+                    ":processing": PROCESSING,
+                }
+            ),
+        )
+
+    def add_range_done(self, bucket: str, key: str, order: str, range_id: str) -> int | None:
+        try:
+            response = self._client.update_item(
+                TableName=self._table_name,
+                **self._key(bucket, key),
+                UpdateExpression="ADD ranges_done :range",  # a string set: a duplicate item adds nothing
+                ConditionExpression="order_key = :order AND #status = :processing",
+                ExpressionAttributeNames={"#status": "status"},
+                ExpressionAttributeValues={
+                    ":range": {"SS": [range_id]},
+                    **to_item({":order": order, ":processing": PROCESSING}),
+                },
+                ReturnValues="UPDATED_NEW",
+            )
+        except ClientError as exc:
+            if _condition_failed(exc):
+                return None
+            raise translate_aws_error(exc, f"UpdateItem {self._table_name}") from exc
+        except BotoCoreError as exc:
+            raise translate_aws_error(exc, f"UpdateItem {self._table_name}") from exc
+        return len(response.get("Attributes", {}).get("ranges_done", {}).get("SS", []))
+
+    def claim_assembly(
+        self, bucket: str, key: str, order: str, claim_id: str, until_ms: int, now_ms: int
+    ) -> Literal["claimed", "busy", "gone", "not_ready"]:
+        if self._write(
+            "update_item",
+            **self._key(bucket, key),
+            UpdateExpression="SET claim_id = :claim, claim_until = :until",
+            ConditionExpression=(
+                "order_key = :order AND #status = :processing AND fanout_order = :order AND claim_until < :now"
+            ),
+            ExpressionAttributeNames={"#status": "status"},
+            ExpressionAttributeValues=to_item(
+                {":claim": claim_id, ":until": until_ms, ":order": order, ":processing": PROCESSING, ":now": now_ms}
+            ),
+        ):
+            return "claimed"
+        current = self._get(bucket, key) or {}
+        if current.get("order_key") != order or current.get("status") != PROCESSING:
+            return "gone"
+        if current.get("fanout_order") != order:
+            return "not_ready"
+        return "busy"
 
     def claim_notification(self, record: dict[str, Any], until_ms: int, now_ms: int) -> bool:
         """Only one delivery publishes for an applied event, even when duplicates run at the same time."""

@@ -53,6 +53,7 @@ __all__ = [
     "DEFAULT_MEMORY_MB",
     "DEFAULT_PAGE_SECONDS",
     "RENDERER_START_SECONDS",
+    "ChildProcessPageRenderer",
     "render_document",
     "render_pdf",
 ]
@@ -458,3 +459,27 @@ def _signal_name(number: int) -> str:
 def _last_line(stderr: str) -> str:
     lines = [line.strip() for line in stderr.splitlines() if line.strip()]
     return f": {lines[-1][:200]}" if lines else ""
+
+
+class ChildProcessPageRenderer:
+    """The PageRenderer port: `render_document` with the function's settings."""
+
+    def __init__(
+        self, *, max_pages: int, max_pixels: int, page_seconds: float, document_seconds: float, memory_mb: int
+    ) -> None:
+        self.max_pages = max_pages
+        self.max_pixels = max_pixels
+        self.page_seconds = page_seconds
+        self.document_seconds = document_seconds
+        self.memory_mb = memory_mb
+
+    def render(self, data: bytes, pages: range | None = None) -> RenderedDocument:
+        return render_document(
+            data,
+            max_pages=self.max_pages,
+            max_pixels=self.max_pixels,
+            page_seconds=self.page_seconds,
+            document_seconds=self.document_seconds,
+            memory_mb=self.memory_mb,
+            pages=pages,
+        )
