@@ -19,7 +19,7 @@ from sightline.text import bounded
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("files", nargs="+", type=Path, help="image files to describe")
+    parser.add_argument("files", nargs="+", type=Path, help="image files or documents (PDF, multi-page TIFF)")
     parser.add_argument("--json", action="store_true", help="one JSON result a line instead of a summary")
     parser.add_argument("--detail", choices=DETAILS, help="override IMAGE_DETAIL")
     parser.add_argument("--model", help="override MODEL_ID")
@@ -30,6 +30,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--context", help="where the image is used (page title, product, keyphrase): data, not instructions"
     )
     parser.add_argument("--profiles-file", help="override PROFILES_FILE (default: the bundled profiles.yaml)")
+    parser.add_argument(
+        "--markdown-dir", type=Path, help="write each document's whole text as Markdown into this directory"
+    )
 
 
 @contextlib.contextmanager
@@ -56,7 +59,17 @@ def _summary(path: Path, item: dict[str, Any]) -> str:
     lines = [
         f"{path}: {item['status']}" + (f" (profile {item['profile']}, {item['language']})" if "profile" in item else "")
     ]
-    if item["status"] == "succeeded":
+    document = item.get("document")
+    if document:
+        failed = document.get("pages_failed") or []
+        lines.append(
+            f"  document:    {str(document['kind']).upper()}, {document['pages']} page(s),"
+            f" {document.get('pages_succeeded', 0)} read"
+            + (f", failed: {', '.join(map(str, failed))}" if failed else "")
+        )
+        for error in document.get("page_errors") or []:
+            lines.append(f"  page {error['page']}:      {error['error_type']}: {error['error_message']}")
+    if item["status"] in ("succeeded", "partial"):
         lines += [
             f"  description: {item['description']}",
             f"  alt_text:    {item['alt_text']}",
@@ -80,9 +93,48 @@ def _summary(path: Path, item: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def _describe_document(
+    body: bytes, options: Any, model: Any, settings: Settings, path: Path, markdown_dir: Path | None
+) -> dict[str, Any]:
+    """A PDF or multi-page TIFF: every page, two per request, then the summary pass, as the function does."""
+    from sightline.adapters.page_renderer import ChildProcessPageRenderer
+    from sightline.documents import PageDescriber, assemble_document, document_failure, render_pages
+    from sightline.errors import PermanentInputError
+    from sightline.pages import document_kind
+    from sightline.ports import ModelUsage
+
+    kind = document_kind(body) or "pdf"
+    renderer = ChildProcessPageRenderer(
+        max_pages=settings.document_max_pages,
+        max_pixels=settings.max_image_pixels,
+        page_seconds=settings.render_page_seconds,
+        document_seconds=settings.render_document_seconds,
+        memory_mb=settings.render_memory_mb,
+    )
+    usage = ModelUsage()
+    try:
+        page_count, rendered, failed = render_pages(renderer, body, None)
+    except PermanentInputError as exc:
+        return document_failure(exc, kind=kind, options=options, usage=usage).to_item()
+    describer = PageDescriber(
+        model=model, options=options, concurrency=settings.document_concurrency, anchors=settings.document_text_anchor
+    )
+    pages = describer.describe(rendered, None, usage)
+    result = assemble_document(
+        [*pages, *failed], kind=kind, page_count=page_count, options=options, model=model, deadline=None, usage=usage
+    )
+    if markdown_dir is not None:
+        markdown_dir.mkdir(parents=True, exist_ok=True)
+        target = markdown_dir / f"{path.name}.md"
+        target.write_text(result.markdown(title=path.name), encoding="utf-8")
+        print(f"{path}: Markdown written to {target}", file=sys.stderr)
+    return result.to_item()
+
+
 def run(args: argparse.Namespace) -> int:
     from sightline.composition import build_model
     from sightline.describe import DescribeOptions, describe_image
+    from sightline.pages import document_kind
 
     overrides = {
         "IMAGE_DETAIL": args.detail,
@@ -118,12 +170,15 @@ def run(args: argparse.Namespace) -> int:
             options = DescribeOptions.for_profile(profile, settings, language=language, context=context)
             try:
                 body = path.read_bytes()
-                item = describe_image(body, options, model).to_item()
+                if document_kind(body) is None:
+                    item = describe_image(body, options, model).to_item()
+                else:
+                    item = _describe_document(body, options, model, settings, path, args.markdown_dir)
             except OSError as exc:
                 item = _not_described("Unreadable", str(exc))
             except SightlineError as exc:  # transient: the provider is down, or the key is wrong
                 item = _not_described(exc.error_type, exc.message)
-            failures += item["status"] != "succeeded"
+            failures += item["status"] not in ("succeeded", "partial")
             if args.json:
                 print(json.dumps({"file": str(path), **item}, ensure_ascii=False))
             else:

@@ -141,7 +141,13 @@ def test_the_text_layer_is_sent_as_an_anchor_beside_its_page() -> None:
 
 
 def test_a_page_the_model_skips_is_asked_again_alone_and_kept_in_its_place() -> None:
-    w = world(4, ScriptedModel(lambda r: pages_answer(r, skip={2}), default=pages_answer))
+    asked: list[list[int]] = []
+
+    def skips_page_2_once(request: ModelRequest) -> Any:
+        asked.append(requested_pages(request))
+        return pages_answer(request, skip={2} if asked.count([1, 2]) == 1 and asked[-1] == [1, 2] else set())
+
+    w = world(4, ScriptedModel(default=skips_page_2_once))
     assert w.pipeline.process(event()).status == "succeeded"
     assert sorted(requested_pages(r) for r in w.model.requests if requested_pages(r)) == [[1, 2], [2], [3, 4]]
     result = json.loads(w.documents.read(w.record()["result_uri"]))
@@ -392,3 +398,19 @@ def test_url_mode_sends_urls_instead_of_base64() -> None:
         for j in host.staged
     )
     assert len(urls) == 3 and urls == staged  # every page by URL, none inline
+
+
+def test_an_unreadable_summary_is_repaired_once_without_sending_the_document_again() -> None:
+    replies = iter(["not json at all", None])
+
+    def summary_once_garbled(request: ModelRequest) -> Any:
+        if requested_pages(request):
+            return pages_answer(request)
+        reply = next(replies)
+        return answer(reply) if reply else pages_answer(request)
+
+    w = world(2, ScriptedModel(default=summary_once_garbled))
+    assert w.pipeline.process(event()).status == "succeeded"
+    repair = w.model.requests[-1]
+    assert page_text(1) not in json.dumps(repair.messages)  # the answer is repaired, the text is not re-sent
+    assert w.record()["description"] == "A test document." and w.record()["usage"]["model_calls"] == 3

@@ -34,14 +34,29 @@ from sightline.errors import (
     TransientError,
     TruncatedModelOutputError,
 )
-from sightline.pages import RenderedPage
-from sightline.ports import ContentCache, ImageHost, ModelAnswer, ModelRequest, ModelUsage, VisionModel
+from sightline.pages import EncryptedDocumentError, RenderedPage, TooManyPagesError, page_numbers
+from sightline.ports import (
+    ContentCache,
+    ImageHost,
+    ModelAnswer,
+    ModelRequest,
+    ModelUsage,
+    PageRenderer,
+    VisionModel,
+)
 from sightline.profiles import validate_fields
-from sightline.prompt import page_repair_request, page_request, summary_request
+from sightline.prompt import (
+    DOCUMENT_PROMPT_VERSION,
+    MAX_PAGES_PER_REQUEST,
+    page_repair_request,
+    page_request,
+    summary_repair_request,
+    summary_request,
+)
 from sightline.records import ERROR_MESSAGE_MAX_BYTES, FAILED, SUCCEEDED, image_item
 from sightline.text import bounded
 
-PAGES_PER_REQUEST = 2  # the provider guide: "no more than two images per request"
+PAGES_PER_REQUEST = MAX_PAGES_PER_REQUEST  # the provider guide: "no more than two images per request"
 PAGE_TEXT_MAX_BYTES = 60_000  # a dense page of print is 6–10 KB: keeps two pages' cache entry far below 400 KB
 PAGE_OUTPUT_TOKENS = 4_096  # a dense page of print is ~1,500 tokens of text; room for the JSON around it
 SUMMARY_OUTPUT_TOKENS = 2_048
@@ -145,6 +160,32 @@ class PageResult:
         )
 
 
+def render_pages(
+    renderer: PageRenderer, body: bytes, pages: range | None
+) -> tuple[int, list[RenderedPage], list[PageResult]]:
+    """The page count, the pages rendered and the pages that could not be. A refusal of the whole document
+    (encrypted, too many pages, unreadable) is raised; a page the renderer fails on fails alone: after a
+    failed range, the pages are rendered one by one, each in its own child process."""
+    try:
+        document = renderer.render(body, pages)
+        return document.page_count, list(document.pages), []
+    except (EncryptedDocumentError, TooManyPagesError):
+        raise
+    except PermanentInputError as whole:
+        probe = renderer.render(body, range(1, 1))  # the document itself: raises when it cannot be opened
+        numbers = page_numbers(probe.page_count, pages)
+        if len(numbers) == 1:
+            return probe.page_count, [], [PageResult.failed(numbers[0], whole)]
+        rendered: list[RenderedPage] = []
+        failed: list[PageResult] = []
+        for number in numbers:
+            try:
+                rendered.extend(renderer.render(body, range(number, number + 1)).pages)
+            except PermanentInputError as exc:
+                failed.append(PageResult.failed(number, exc))
+        return probe.page_count, rendered, failed
+
+
 def split_usage(usage: ModelUsage, parts: int) -> list[ModelUsage]:
     """A request's usage shared out between its pages: tokens split evenly (the first page takes the rest),
     calls and latency on the first page, so the pages' shares add up to exactly what was paid."""
@@ -188,7 +229,7 @@ def request_cache_key(pages: Sequence[RenderedPage], options: DescribeOptions, *
         digest.update(hashlib.sha256(page.image.jpeg).digest())
         if anchors and page.text_layer:
             digest.update(hashlib.sha256(page.text_layer.encode("utf-8", "replace")).digest())
-    return f"pages|{digest.hexdigest()}|{'a' if anchors else 'n'}|{options.fingerprint}"
+    return f"pages|d{DOCUMENT_PROMPT_VERSION}|{digest.hexdigest()}|{'a' if anchors else 'n'}|{options.fingerprint}"
 
 
 @dataclass
@@ -442,7 +483,8 @@ def summarize(
         return None
     key = ""
     if cache is not None:
-        key = f"summary|{hashlib.sha256(text.encode('utf-8', 'replace')).hexdigest()}|{options.fingerprint}"
+        digest = hashlib.sha256(text.encode("utf-8", "replace")).hexdigest()
+        key = f"summary|d{DOCUMENT_PROMPT_VERSION}|{digest}|{options.fingerprint}"
         cached = cache.get(key)
         if cached is not None:
             return replace(SummaryResult.from_item(cached), cache_hit=True)
@@ -462,8 +504,8 @@ def summarize(
         result = SummaryResult(status=FAILED, error_type=exc.error_type, error_message=exc.message)
     except InvalidModelOutputError as first:
         try:
-            # One text-only repair, as for images: the answer again, asked to be the right JSON.
-            repair = replace(request, messages=[*request.messages, _assistant(answer.content), _fix_it()])
+            # One repair, as for images: the answer alone (not the document again), asked to be the right JSON.
+            repair = summary_repair_request(answer.content, options.rules, max_output_tokens=SUMMARY_OUTPUT_TOKENS)
             repaired = model.complete(replace(repair, model_id=options.model_id), deadline, usage)
             summary = _read_summary(repaired, options)
             result = _summary_result(summary, options)
@@ -480,18 +522,6 @@ def summarize(
     if cache is not None:
         cache.put(key, result.to_item(), None if result.status == SUCCEEDED else FAILED_PAGES_TTL_SECONDS)
     return result
-
-
-def _assistant(content: str) -> dict[str, Any]:
-    return {"role": "assistant", "content": content[:8_000]}
-
-
-def _fix_it() -> dict[str, Any]:
-    return {
-        "role": "user",
-        "content": "That answer could not be parsed. Answer again with the JSON object only, with exactly the keys "
-        "asked for, no code fences and no commentary.",
-    }
 
 
 def _read_summary(answer: ModelAnswer, options: DescribeOptions) -> DocumentSummary:
@@ -672,6 +702,27 @@ def document_result(
     )
 
 
+def assemble_document(
+    pages: Sequence[PageResult],
+    *,
+    kind: str,
+    page_count: int,
+    options: DescribeOptions,
+    model: VisionModel,
+    deadline: float | None,
+    usage: ModelUsage,
+    cache: ContentCache | None = None,
+    ranges: int = 1,
+) -> DocumentResult:
+    """Every page's result → the document's: the summary pass over the assembled text, then the status rule."""
+    summary = None
+    if any(page.succeeded for page in pages):
+        summary = summarize(pages, options, model, deadline=deadline, usage=usage, cache=cache)
+    return document_result(
+        pages, kind=kind, page_count=page_count, summary=summary, options=options, usage=usage, ranges=ranges
+    )
+
+
 def document_failure(
     error: PermanentInputError, *, kind: str, options: DescribeOptions, usage: ModelUsage
 ) -> DocumentResult:
@@ -698,10 +749,12 @@ __all__ = [
     "PageSkippedError",
     "PagesMergedError",
     "SummaryResult",
+    "assemble_document",
     "assembled_text",
     "document_failure",
     "document_result",
     "page_groups",
+    "render_pages",
     "request_cache_key",
     "split_usage",
     "summarize",

@@ -26,9 +26,9 @@ from sightline.documents import (
     PageDescriber,
     PageResult,
     add_usage,
+    assemble_document,
     document_failure,
-    document_result,
-    summarize,
+    render_pages,
 )
 from sightline.errors import (
     ConfigurationError,
@@ -43,14 +43,7 @@ from sightline.errors import (
 )
 from sightline.events import ObjectEvent, PageRangeItem
 from sightline.ordering import order_key, version_token
-from sightline.pages import (
-    DocumentKind,
-    EncryptedDocumentError,
-    RenderedPage,
-    TooManyPagesError,
-    document_kind,
-    page_numbers,
-)
+from sightline.pages import DocumentKind, RenderedPage, document_kind
 from sightline.ports import (
     ContentCache,
     DocumentStore,
@@ -444,28 +437,7 @@ class Pipeline:
         return self.renderer
 
     def _render_pages(self, body: bytes, pages: range | None) -> tuple[int, list[RenderedPage], list[PageResult]]:
-        """The page count, the pages rendered and the pages that could not be. A refusal of the whole document
-        (encrypted, too many pages, unreadable) is raised; a page the renderer fails on fails alone: after a
-        failed range, the pages are rendered one by one, each in its own child process."""
-        renderer = self._renderer()
-        try:
-            document = renderer.render(body, pages)
-            return document.page_count, list(document.pages), []
-        except (EncryptedDocumentError, TooManyPagesError):
-            raise
-        except PermanentInputError as whole:
-            probe = renderer.render(body, range(1, 1))  # the document itself: raises when it cannot be opened
-            numbers = page_numbers(probe.page_count, pages)
-            if len(numbers) == 1:
-                return probe.page_count, [], [PageResult.failed(numbers[0], whole)]
-            rendered: list[RenderedPage] = []
-            failed: list[PageResult] = []
-            for number in numbers:
-                try:
-                    rendered.extend(renderer.render(body, range(number, number + 1)).pages)
-                except PermanentInputError as exc:
-                    failed.append(PageResult.failed(number, exc))
-            return probe.page_count, rendered, failed
+        return render_pages(self._renderer(), body, pages)
 
     def _page_describer(self, options: DescribeOptions, owner: str) -> PageDescriber:
         return PageDescriber(
@@ -497,11 +469,16 @@ class Pipeline:
         ranges: int = 1,
     ) -> DocumentResult:
         """The summary pass over the assembled text, the status rule, and the result objects in the bucket."""
-        summary = None
-        if any(page.succeeded for page in pages):
-            summary = summarize(pages, options, self.model, deadline=deadline, usage=usage, cache=self.cache)
-        result = document_result(
-            pages, kind=kind, page_count=page_count, summary=summary, options=options, usage=usage, ranges=ranges
+        result = assemble_document(
+            pages,
+            kind=kind,
+            page_count=page_count,
+            options=options,
+            model=self.model,
+            deadline=deadline,
+            usage=usage,
+            cache=self.cache,
+            ranges=ranges,
         )
         if self.documents is None:
             return result

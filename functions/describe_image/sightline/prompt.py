@@ -23,6 +23,7 @@ __all__ = [
     "ANSWER_SCHEMA",
     "ANSWER_SCHEMA_NAME",
     "CONTEXT_MAX_BYTES",
+    "DOCUMENT_PROMPT_VERSION",
     "INSTRUCTIONS_MAX_CHARS",
     "MAX_PAGES_PER_REQUEST",
     "PAGES_SCHEMA_NAME",
@@ -45,6 +46,8 @@ __all__ = [
 
 # Bump when an instruction or the answer's schema changes: cached results are reused for the same version only.
 PROMPT_VERSION = "3"
+# The same for the document requests (pages, summary): their cached answers are keyed on both versions.
+DOCUMENT_PROMPT_VERSION = "1"
 
 INSTRUCTIONS_MAX_CHARS = 2_000  # the profile's own instructions, appended to ours
 CONTEXT_MAX_BYTES = 1_000  # the object's context (x-amz-meta-sightline-context), sent as data
