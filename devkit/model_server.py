@@ -6,12 +6,17 @@ import base64
 import binascii
 import collections
 import contextlib
+import http.client
+import ipaddress
 import json
 import logging
 import math
 import socket
 import threading
 import time
+import urllib.error
+import urllib.parse
+import urllib.request
 import uuid
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field, replace
@@ -25,6 +30,7 @@ __all__ = [
     "ChatRequest",
     "Headers",
     "ImagePart",
+    "ImageUrlError",
     "ModelServer",
     "Reply",
     "Responder",
@@ -34,6 +40,8 @@ __all__ = [
     "default_reply",
     "error_reply",
     "estimate_prompt_tokens",
+    "image_url_error_reply",
+    "is_loopback_url",
     "response_format_gate",
     "sse_body",
     "sse_event",
@@ -48,6 +56,10 @@ DEFAULT_MODEL = "sightline-devkit"
 # One token per 28x28 patch is the order of magnitude of current vision models.
 PATCH_SIZE = 28
 BASE_PROMPT_TOKENS = 50
+# Image URLs: fetched only from these hosts (and any 127.0.0.0/8 address), like a provider fetching a presigned URL.
+LOOPBACK_HOSTS = frozenset({"localhost", "127.0.0.1", "::1"})
+IMAGE_URL_TIMEOUT_SECONDS = 10.0
+MAX_IMAGE_URL_BYTES = 20 * 1024 * 1024  # OpenAI's limit for one image
 
 DEFAULT_ANSWER: dict[str, Any] = {
     "description": "A test image.",
@@ -79,12 +91,40 @@ class Headers(dict[str, str]):
         return super().get(key.lower(), default)
 
 
-class ImagePart(NamedTuple):
-    """One image pulled from a data URL in the request: (detail, data, mime)."""
-
+class _ImageFields(NamedTuple):
     detail: str
     data: bytes
     mime: str
+
+
+class ImagePart(_ImageFields):
+    """One image of the request: (detail, data, mime), from a data URL or downloaded from an http(s) URL.
+
+    ``url`` is the http(s) URL the image was downloaded from, None for a data URL. It is an attribute, not a
+    tuple field, so ``detail, data, mime = part`` and comparisons with 3-tuples work as they always did.
+    """
+
+    url: str | None = None  # the class default also covers copies made by _make/_replace
+
+    def __new__(cls, detail: str, data: bytes, mime: str, url: str | None = None) -> ImagePart:
+        part = super().__new__(cls, detail, data, mime)
+        part.url = url
+        return part
+
+    def __repr__(self) -> str:
+        fields = f"detail={self.detail!r}, data=<{len(self.data)} bytes>, mime={self.mime!r}"
+        return f"ImagePart({fields}" + (f", url={self.url!r})" if self.url is not None else ")")
+
+
+class ImageUrlError(ValueError):
+    """An http(s) image URL this server cannot fetch: not a loopback host, or the download failed.
+
+    ``str(error)`` is the message a provider answers with (code ``invalid_image_url``).
+    """
+
+    def __init__(self, url: str, message: str) -> None:
+        super().__init__(message)
+        self.url = url
 
 
 @dataclass
@@ -132,12 +172,33 @@ class ChatRequest:
         messages = self.body.get("messages")
         return [m for m in messages if isinstance(m, dict)] if isinstance(messages, list) else []
 
-    @cached_property
+    @property
     def images(self) -> list[ImagePart]:
-        """Images sent as data URLs, in message order; other URLs are ignored.
+        """The request's images in message order: data URLs decoded, http(s) URLs on loopback downloaded.
 
-        Raises ValueError for a data URL that is not valid base64.
+        Other URLs (ftp:, file:, …) are ignored. Raises ValueError for a data URL that is not valid base64,
+        and ImageUrlError (a ValueError) for an http(s) URL on any other host (never contacted) or one whose
+        download failed. The outcome is worked out once per request, so a URL is fetched at most once.
         """
+        outcome = self._images_outcome
+        if isinstance(outcome, ValueError):
+            raise outcome.with_traceback(None)
+        return outcome
+
+    @property
+    def image_url_error(self) -> ImageUrlError | None:
+        """Why an http(s) image URL of the request cannot be fetched (what ``images`` raises), or None."""
+        outcome = self._images_outcome
+        return outcome if isinstance(outcome, ImageUrlError) else None
+
+    @cached_property
+    def _images_outcome(self) -> list[ImagePart] | ValueError:
+        try:
+            return self._read_images()
+        except ValueError as exc:
+            return exc
+
+    def _read_images(self) -> list[ImagePart]:
         found: list[ImagePart] = []
         for part in self._content_parts():
             if part.get("type") != "image_url":
@@ -148,10 +209,15 @@ class ChatRequest:
             if not isinstance(image_url, dict):
                 continue
             url = image_url.get("url")
-            if not isinstance(url, str) or not url.startswith("data:"):
+            if not isinstance(url, str):
                 continue
-            mime, data = _decode_data_url(url)
-            found.append(ImagePart(str(image_url.get("detail") or "auto"), data, mime))
+            detail = str(image_url.get("detail") or "auto")
+            if url.startswith("data:"):
+                mime, data = _decode_data_url(url)
+                found.append(ImagePart(detail, data, mime))
+            elif url.lower().startswith(("http://", "https://")):
+                mime, data = _download_image(url)
+                found.append(ImagePart(detail, data, mime, url))
         return found
 
     @property
@@ -197,6 +263,66 @@ def _decode_data_url(url: str) -> tuple[str, bytes]:
         return mime, base64.b64decode(payload, validate=True)
     except binascii.Error as exc:
         raise ValueError(f"invalid base64 in data URL: {exc}") from exc
+
+
+def is_loopback_url(url: str) -> bool:
+    """Whether the URL's host is loopback: localhost, ::1 or a 127.0.0.0/8 address."""
+    try:
+        host = urllib.parse.urlsplit(url).hostname
+    except ValueError:
+        return False
+    if not host:
+        return False
+    if host.lower() in LOOPBACK_HOSTS:
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+class _LoopbackRedirects(urllib.request.HTTPRedirectHandler):
+    """Follow redirects only to loopback, so a local server cannot bounce the download to the internet."""
+
+    def redirect_request(
+        self, req: urllib.request.Request, fp: Any, code: int, msg: str, headers: Any, newurl: str
+    ) -> urllib.request.Request | None:
+        if not is_loopback_url(newurl):
+            fp.close()
+            raise ImageUrlError(req.full_url, f"redirected to {newurl}, which is not on loopback")
+        return super().redirect_request(req, fp, code, msg, headers, newurl)
+
+
+def _download_image(url: str) -> tuple[str, bytes]:
+    """GET an image URL on loopback (no proxy, loopback redirects only); anything else is refused unfetched."""
+    if not is_loopback_url(url):
+        raise ImageUrlError(
+            url,
+            f"Cannot fetch the image at {url}: this local model server downloads images only from loopback hosts"
+            " (127.0.0.1, ::1, localhost) and contacts no other host.",
+        )
+    # No ProxyHandler settings from the environment: a proxy would be a host other than loopback.
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}), _LoopbackRedirects())
+    try:
+        with opener.open(urllib.request.Request(url, method="GET"), timeout=IMAGE_URL_TIMEOUT_SECONDS) as response:
+            data = response.read(MAX_IMAGE_URL_BYTES + 1)
+            content_type = response.headers.get_content_type() if response.headers.get("Content-Type") else ""
+    except ImageUrlError as exc:
+        reason = str(exc)
+    except urllib.error.HTTPError as exc:
+        exc.close()
+        reason = f"HTTP {exc.code} {exc.reason}"
+    except urllib.error.URLError as exc:
+        reason = str(exc.reason)
+    except (TimeoutError, OSError, http.client.HTTPException) as exc:
+        reason = str(exc) or type(exc).__name__
+    else:
+        if len(data) > MAX_IMAGE_URL_BYTES:
+            reason = f"the image is larger than {MAX_IMAGE_URL_BYTES:,} bytes"
+        else:
+            return content_type or "application/octet-stream", data
+    log.info("image URL download failed: %s: %s", url, reason)
+    raise ImageUrlError(url, f"Error while downloading {url}. ({reason})")
 
 
 @dataclass
@@ -372,6 +498,14 @@ def response_format_gate(
     return respond
 
 
+def image_url_error_reply(request: ChatRequest) -> Reply | None:
+    """The 400 a provider answers when an image URL of the request cannot be fetched; None when all can."""
+    error = request.image_url_error
+    if error is None:
+        return None
+    return error_reply(400, str(error), "invalid_request_error", code="invalid_image_url")
+
+
 def estimate_prompt_tokens(request: ChatRequest) -> int:
     """A plausible prompt-token count: one per 28x28 patch of each image, plus text and overhead."""
     tokens = BASE_PROMPT_TOKENS + sum(len(t) for t in request.text_parts + request.system_texts) // 4
@@ -402,8 +536,12 @@ def default_reply(request: ChatRequest) -> Reply:
     """Answer with DEFAULT_ANSWER as JSON content and plausible usage.
 
     A request with ``stream: true`` is answered as a stream (server-sent events), with the usage chunk
-    when ``stream_options.include_usage`` asks for it, as OpenAI does.
+    when ``stream_options.include_usage`` asks for it, as OpenAI does. An image URL that cannot be fetched
+    gets the provider's 400 (invalid_image_url) instead.
     """
+    refusal = image_url_error_reply(request)
+    if refusal is not None:
+        return refusal
     content = json.dumps(DEFAULT_ANSWER)
     model = request.model or DEFAULT_MODEL
     prompt_tokens = estimate_prompt_tokens(request)

@@ -1,4 +1,9 @@
-"""An honest offline stand-in for a vision model: reads text with RapidOCR and says it cannot caption."""
+"""An honest offline stand-in for a vision model: reads text with RapidOCR and says it cannot caption.
+
+It answers the three request shapes the pipeline sends: one image to describe; document pages (one or two
+page images plus a "Pages in this request: 7, 8" line) with the OCR'd text of each page; and the text-only
+document summary (a <document_text pages="N"> part) with a summary built from that text.
+"""
 
 from __future__ import annotations
 
@@ -6,6 +11,7 @@ import argparse
 import contextlib
 import json
 import logging
+import re
 import signal
 import statistics
 import threading
@@ -23,6 +29,7 @@ from devkit.model_server import (
     completion,
     error_reply,
     estimate_prompt_tokens,
+    image_url_error_reply,
 )
 
 __all__ = ["NO_CAPTION_DESCRIPTION", "OcrBox", "OcrResponder", "main", "order_lines"]
@@ -37,6 +44,16 @@ NO_CAPTION_DESCRIPTION = (
 NO_TEXT_ALT = "Image (no caption model configured)"
 ALT_PREFIX = "Image containing the text: "
 ALT_TEXT_LIMIT = 125
+DOCUMENT_TAGS = ("local-ocr", "document")
+DOCUMENT_ALT_LIMIT = 100
+NO_TEXT_DOCUMENT_ALT = "Document"
+PAGE_DESCRIPTION = "Page {page} of a document (read by local OCR; no caption model configured)"
+
+# The request shapes of document intake (sightline/prompt.py writes them).
+PAGES_LINE = re.compile(r"^Pages in this request: (\d+(?:, \d+)*)$", re.M)
+DOCUMENT_TEXT = re.compile(r"<document_text\b([^>]*)>(.*?)(?:</document_text>|\Z)", re.S)
+PAGES_ATTRIBUTE = re.compile(r"""\bpages\s*=\s*["']?(\d+)""")
+MARKUP_LINE = re.compile(r"^</?[A-Za-z_][^<>]*>$")  # a line that is only a tag, e.g. a page marker
 
 
 @dataclass(frozen=True)
@@ -146,36 +163,59 @@ class OcrResponder:
         return order_lines(self.read_boxes(image))
 
     def __call__(self, request: ChatRequest) -> Reply:
+        refusal = image_url_error_reply(request)
+        if refusal is not None:
+            return refusal
         try:
             images = request.images
         except ValueError as exc:
             return error_reply(400, f"Invalid image data URL: {exc}", "invalid_request_error", code="invalid_image")
         if not images:
+            if _document_text(request) is not None:
+                return self._reply(request, _summary_answer(request))
             return error_reply(
                 400,
-                "This local OCR endpoint needs an image_url part with a data URL.",
+                "This local OCR endpoint needs an image_url part with a data URL or a loopback http(s) URL.",
                 "invalid_request_error",
                 code="missing_image",
             )
-        lines: list[str] = []
-        for part in images:
-            try:
-                image = _decode(part.data)
-            except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError):
-                # The same status and code OpenAI answers for undecodable images.
-                return error_reply(
-                    400,
-                    "You uploaded an unsupported image. Please make sure your image is valid.",
-                    "invalid_request_error",
-                    code="invalid_image_format",
-                )
-            lines.extend(self.read_lines(image))
-        answer = {
-            "description": NO_CAPTION_DESCRIPTION,
-            "alt_text": _alt_text(lines),
-            "text": "\n".join(lines),
-            "tags": ["local-ocr", "has-text" if lines else "no-text"],
-        }
+        pages = _pages_in_request(request)
+        if pages is not None and len(pages) != len(images):
+            return error_reply(
+                400,
+                f"The request lists pages {', '.join(map(str, pages))} but holds {len(images)} image(s).",
+                "invalid_request_error",
+                code="page_count_mismatch",
+            )
+        try:
+            decoded = [_decode(part.data) for part in images]  # all of them before any OCR: fail fast
+        except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError):
+            # The same status and code OpenAI answers for undecodable images.
+            return error_reply(
+                400,
+                "You uploaded an unsupported image. Please make sure your image is valid.",
+                "invalid_request_error",
+                code="invalid_image_format",
+            )
+        read = [self.read_lines(image) for image in decoded]
+        if pages is not None:
+            entries = [
+                {"page": page, "description": PAGE_DESCRIPTION.format(page=page), "text": "\n".join(lines)}
+                for page, lines in zip(pages, read, strict=True)
+            ]
+            return self._reply(request, {"pages": entries})
+        all_lines = [line for lines in read for line in lines]
+        return self._reply(
+            request,
+            {
+                "description": NO_CAPTION_DESCRIPTION,
+                "alt_text": _alt_text(all_lines),
+                "text": "\n".join(all_lines),
+                "tags": ["local-ocr", "has-text" if all_lines else "no-text"],
+            },
+        )
+
+    def _reply(self, request: ChatRequest, answer: dict[str, Any]) -> Reply:
         content = json.dumps(answer, ensure_ascii=False)
         body = completion(
             content,
@@ -184,6 +224,71 @@ class OcrResponder:
             completion_tokens=len(content) // 4,
         )
         return Reply(body=body)
+
+
+def _pages_in_request(request: ChatRequest) -> list[int] | None:
+    """The page numbers of a page request ("Pages in this request: 7, 8"), or None for any other request."""
+    for text in request.text_parts:
+        match = PAGES_LINE.search(text)
+        if match:
+            return [int(number) for number in match.group(1).split(", ")]
+    return None
+
+
+def _document_text(request: ChatRequest) -> tuple[int | None, str] | None:
+    """(page count or None, text) of a summary request's <document_text> part; None for any other request."""
+    for text in request.text_parts:
+        match = DOCUMENT_TEXT.search(text)
+        if match:
+            count = PAGES_ATTRIBUTE.search(match.group(1))
+            return (int(count.group(1)) if count else None), match.group(2)
+    return None
+
+
+def _first_line(text: str) -> str:
+    """The first line with text, skipping lines that are only markup (page markers and the like)."""
+    for line in text.splitlines():
+        line = " ".join(line.split())
+        if line and not MARKUP_LINE.match(line):
+            return line
+    return ""
+
+
+def _summary_answer(request: ChatRequest) -> dict[str, Any]:
+    """What OCR alone can say about a document: its length and how it begins; every field unknown (null)."""
+    count, text = _document_text(request) or (None, "")
+    first = _first_line(text)
+    document = f"A {count}-page document" if count is not None else "A document"
+    answer: dict[str, Any] = {
+        "description": f"{document} beginning: {first[:DOCUMENT_ALT_LIMIT]}" if first else f"{document} without text",
+        "alt_text": first[:DOCUMENT_ALT_LIMIT] or NO_TEXT_DOCUMENT_ALT,
+        "tags": list(DOCUMENT_TAGS),
+    }
+    fields = _fields_schema(request)
+    if fields is not None:
+        answer["fields"] = dict.fromkeys(_properties(fields))
+    return answer
+
+
+def _properties(schema: dict[str, Any]) -> list[str]:
+    """The property names of an object schema, also when it is wrapped in anyOf/oneOf (a nullable object)."""
+    properties = schema.get("properties")
+    if isinstance(properties, dict):
+        return list(properties)
+    for key in ("anyOf", "oneOf"):
+        for option in schema.get(key) or []:
+            if isinstance(option, dict) and isinstance(option.get("properties"), dict):
+                return list(option["properties"])
+    return []
+
+
+def _fields_schema(request: ChatRequest) -> dict[str, Any] | None:
+    """The "fields" property of the json_schema the request asks for, or None when it asks for none."""
+    json_schema = (request.response_format or {}).get("json_schema")
+    schema = json_schema.get("schema") if isinstance(json_schema, dict) else None
+    properties = schema.get("properties") if isinstance(schema, dict) else None
+    fields = properties.get("fields") if isinstance(properties, dict) else None
+    return fields if isinstance(fields, dict) else None
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -120,36 +120,96 @@ def _scan_records(session: boto3.session.Session, table: str) -> list[dict[str, 
     return [from_item(item) for item in session.client("dynamodb").scan(TableName=table)["Items"]]
 
 
+PAGE_STATUSES_SHOWN = 20  # pages listed one by one; a longer document is shown as runs of equal statuses
+
+
+def _page_statuses(document: dict[str, Any]) -> str:
+    """ "1 ✓ 2 ✓ 3 ✗(ModelTimeout)"; past PAGE_STATUSES_SHOWN pages, runs: "1–187 ✓ 188 ✗(…) 189–600 ✓", and
+    when those are too many as well, the counts and the first failed pages."""
+    statuses = [str(status) for status in document.get("page_statuses") or []]
+    errors = {
+        error.get("page"): error.get("error_type")
+        for error in document.get("page_errors") or []
+        if isinstance(error, dict)
+    }
+
+    def mark(number: int, status: str) -> str:
+        if status == "succeeded":
+            return "✓"
+        return f"✗({errors[number]})" if errors.get(number) else "✗"
+
+    marks = [mark(number, status) for number, status in enumerate(statuses, start=1)]
+    if len(marks) <= PAGE_STATUSES_SHOWN:
+        return " ".join(f"{number} {m}" for number, m in enumerate(marks, start=1))
+    runs: list[tuple[int, int, str]] = []  # (first page, last page, mark)
+    for number, m in enumerate(marks, start=1):
+        if runs and runs[-1][2] == m:
+            runs[-1] = (runs[-1][0], number, m)
+        else:
+            runs.append((number, number, m))
+    if len(runs) <= PAGE_STATUSES_SHOWN:
+        return " ".join(f"{first} {m}" if first == last else f"{first}–{last} {m}" for first, last, m in runs)
+    failed = [f"{number} {m}" for number, m in enumerate(marks, start=1) if m != "✓"]
+    listed = ", ".join(failed[:PAGE_STATUSES_SHOWN]) + (" …" if len(failed) > PAGE_STATUSES_SHOWN else "")
+    return f"{len(marks) - len(failed)} ✓, {len(failed)} ✗: {listed}"
+
+
+def _print_document(record: dict[str, Any]) -> None:
+    document = record.get("document")
+    if not isinstance(document, dict):
+        return
+    pages = document.get("pages")
+    statuses = document.get("page_statuses") or []
+    failed = len(document.get("pages_failed") or [])
+    succeeded = document.get("pages_succeeded", sum(1 for status in statuses if status == "succeeded"))
+    kind = str(document.get("kind") or "document").upper()
+    print(f"   document: {kind}, {pages} page{'' if pages == 1 else 's'} ({succeeded} succeeded, {failed} failed)")
+    if statuses:
+        print(f"   page statuses: {_page_statuses(document)}")
+    summary_error = record.get("summary_error")
+    if isinstance(summary_error, dict):
+        print(f"   summary error: {summary_error.get('error_type')}: {summary_error.get('error_message')}")
+    if record.get("result_uri"):
+        print(f"   result: {record['result_uri']}")
+    if record.get("result_markdown_uri"):
+        print(f"   markdown: {record['result_markdown_uri']}")
+
+
 def _print_record(record: dict[str, Any], expected: str | None) -> None:
     image = record.get("image", {})
     usage = record.get("usage", {})
-    mark = "ok " if expected in (None, record["status"]) else "!! "
-    print(f"\n{mark}s3://{record['bucket']}/{record['key']}")
-    print(f"   status: {record['status']}" + (f" (expected {expected})" if expected else ""))
+    status = record.get("status")
+    mark = "ok " if expected in (None, status) else "!! "  # a `partial` document is a mismatch for `succeeded`
+    print(f"\n{mark}s3://{record.get('bucket')}/{record.get('key')}")
+    print(f"   status: {status}" + (f" (expected {expected})" if expected else ""))
     if "profile" in record:
         context = " with context from the object's metadata" if record.get("context_used") else ""
-        print(f"   profile: {record['profile']} (task {record['task']}, language {record['language']}){context}")
-    if record["status"] == "failed":
-        print(f"   error: {record['error_type']}: {record['error_message']}")
-    else:
-        print(f"   description: {record['description']}")
-        print(f"   alt_text: {record['alt_text']}")
-        text = record["text"].replace("\n", " | ")
-        print(f"   text ({'has text' if record['has_text'] else 'none'}): {text[:200]}")
-        print(f"   tags: {', '.join(record['tags'])}")
+        print(
+            f"   profile: {record['profile']} (task {record.get('task')}, language {record.get('language')}){context}"
+        )
+    _print_document(record)
+    if status == "failed":
+        print(f"   error: {record.get('error_type')}: {record.get('error_message')}")
+    else:  # succeeded, or a `partial` document: what it has is printed the same way
+        print(f"   description: {record.get('description', '')}")
+        print(f"   alt_text: {record.get('alt_text', '')}")
+        text = str(record.get("text") or "").replace("\n", " | ")
+        label = "text preview" if "document" in record else "text"
+        print(f"   {label} ({'has text' if record.get('has_text') else 'none'}): {text[:200]}")
+        print(f"   tags: {', '.join(record.get('tags') or [])}")
         if record.get("decorative"):
             print("   decorative: true (alt text empty by design)")
         if "fields" in record:
             print(f"   fields: {json.dumps(record['fields'], ensure_ascii=False)}")
     if image:
         print(
-            f"   image: {image['format']} {image['original_width']}×{image['original_height']}"
-            f" → sent {image['sent_width']}×{image['sent_height']} ({image.get('detail_sent')}),"
-            f" {image['bytes_sent']:,} bytes base64, ≈{image['estimated_image_tokens']} image tokens"
+            f"   image: {image.get('format')} {image.get('original_width')}×{image.get('original_height')}"
+            f" → sent {image.get('sent_width')}×{image.get('sent_height')} ({image.get('detail_sent')}),"
+            f" {image.get('bytes_sent', 0):,} bytes base64, ≈{image.get('estimated_image_tokens')} image tokens"
         )
     if usage.get("model_calls"):
         print(
-            f"   usage: {usage['prompt_tokens']} prompt + {usage['completion_tokens']} completion tokens"
+            f"   usage: {usage.get('prompt_tokens')} prompt + {usage.get('completion_tokens')} completion tokens"
             f" in {usage['model_calls']} call(s), {record.get('model_latency_ms')} ms"
         )
 

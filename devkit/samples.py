@@ -1,4 +1,4 @@
-"""Deterministic sample files (pure Pillow) for the local demo: good images and broken uploads."""
+"""Deterministic sample files (pure Pillow) for the local demo: good images, a PDF and broken uploads."""
 
 from __future__ import annotations
 
@@ -8,18 +8,23 @@ from io import BytesIO
 from pathlib import Path
 from typing import Literal
 
-from PIL import Image, ImageDraw, ImageFilter, ImageFont
+from PIL import Image, ImageDraw, ImageFilter
+
+from devkit.documents import LETTER, font, text_pdf
 
 __all__ = [
     "CMS_CONTEXT",
     "DOCUMENT_KEY",
     "DOCUMENT_LINES",
     "LOGO_KEY",
+    "REPORT_KEY",
+    "REPORT_PAGES",
     "SCAN_LINES",
     "Sample",
     "build_samples",
     "document_image",
     "font",
+    "report_pdf",
     "scanned_page",
     "write_samples",
 ]
@@ -54,11 +59,6 @@ class Sample:
     metadata: dict[str, str] = field(default_factory=dict)  # S3 user metadata (x-amz-meta-…)
 
 
-def font(size: int) -> ImageFont.FreeTypeFont:
-    """Pillow's bundled scalable font, so output is identical on every machine with this Pillow."""
-    return ImageFont.load_default(size=size)  # type: ignore[return-value]
-
-
 def document_image(lines: tuple[str, ...] = DOCUMENT_LINES, size: tuple[int, int] = DOCUMENT_SIZE) -> Image.Image:
     """A white page with a title and lines of clear black text."""
     page = Image.new("RGB", size, "white")
@@ -72,6 +72,52 @@ def document_image(lines: tuple[str, ...] = DOCUMENT_LINES, size: tuple[int, int
     draw.line((90, 250, size[0] - 90, 250), fill=(120, 120, 120), width=3)
     draw.rectangle((90, size[1] - 220, size[0] - 90, size[1] - 120), outline=(170, 170, 170), width=2)
     return page
+
+
+REPORT_KEY = "documents/quarterly-report.pdf"  # the `documents` profile (prefix documents/), task document
+# Three letter pages, a heading and eight lines each, different on every page: text to OCR and to summarise.
+REPORT_PAGES: tuple[tuple[str, ...], ...] = (
+    (
+        "Quarterly Report: Third Quarter 2026",
+        "Northwind Imaging Ltd, 40 Harbour Lane, Leith",
+        "Prepared for the board meeting of 12 October",
+        "Revenue for the quarter was 4.82 million EUR",
+        "This is 12 percent more than in the second quarter",
+        "Orders from hospitals grew fastest, by 21 percent",
+        "Gross margin held steady at 38 percent",
+        "Operating costs rose by 3 percent to 2.1 million",
+        "Cash at the end of September: 1.65 million EUR",
+    ),
+    (
+        "Products and Customers",
+        "The X-40 scanner shipped to 14 new customers",
+        "Average delivery time fell from 9 to 6 days",
+        "Support tickets per customer dropped by a third",
+        "Two distributors signed in Norway and Portugal",
+        "The largest order, from Lothian Health, was 410,000 EUR",
+        "Returns stayed below 1 percent of units sold",
+        "Customer satisfaction survey score: 8.7 out of 10",
+        "The service contract renewal rate reached 94 percent",
+    ),
+    (
+        "Outlook and Risks",
+        "We expect fourth quarter revenue of 5.1 million EUR",
+        "Hiring plan: six engineers and two sales staff",
+        "The new factory line opens in February 2027",
+        "Component prices may rise by up to 8 percent",
+        "Currency risk is hedged until the end of June",
+        "Invoice 2026-3307 remains unpaid after 60 days",
+        "The board is asked to approve the 2027 budget",
+        "Signed: Morag Lindsay, Chief Financial Officer",
+    ),
+)
+REPORT_BODY_PT = 16  # 36 px at 1792 px for the letter page's 792 pt: clearly legible to OCR
+REPORT_HEADING_PT = 22
+
+
+def report_pdf(pages: tuple[tuple[str, ...], ...] = REPORT_PAGES) -> bytes:
+    """A letter-sized PDF of Helvetica text, one heading and eight lines a page, with a real text layer."""
+    return text_pdf(pages, font_size=REPORT_BODY_PT, heading_size=REPORT_HEADING_PT, page_size=LETTER)
 
 
 # An invoice with digits, punctuation and mixed case: the text a document-intake user needs verbatim.
@@ -191,6 +237,14 @@ def build_samples() -> list[Sample]:
         ),
         Sample("photos/rotated-exif.jpg", _exif_rotated_jpeg(), "image/jpeg", "succeeded", "TOP\nbottom"),
         Sample("photos/sunset.JPG", _jpeg(_sunset()), "image/jpeg", "succeeded"),
+        # A 3-page PDF: pages rendered and read two at a time, then one summary over the assembled text.
+        Sample(
+            REPORT_KEY,
+            report_pdf(),
+            "application/pdf",
+            "succeeded",
+            "\n".join(line for page in REPORT_PAGES for line in page),
+        ),
         Sample("photos/not-really.jpg", _NOT_AN_IMAGE, "image/jpeg", "failed"),
         Sample("photos/empty.png", b"", "image/png", "failed"),
     ]

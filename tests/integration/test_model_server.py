@@ -5,22 +5,29 @@ from __future__ import annotations
 import base64
 import json
 import socket
+import threading
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from io import BytesIO
 from typing import Any
 
+import boto3
 import openai
 import pytest
 from openai import OpenAI
 from PIL import Image
 
+import devkit.model_server
 from devkit.model_server import (
     DEFAULT_ANSWER,
     ChatRequest,
+    ImagePart,
+    ImageUrlError,
     ModelServer,
     Reply,
     ScriptedResponder,
@@ -320,3 +327,202 @@ def test_response_format_is_recorded_and_a_gate_can_refuse_it(
     assert json.loads(response.choices[0].message.content) == DEFAULT_ANSWER
     assert [r.response_format_type for r in server.chat_requests] == ["json_schema", "json_object"]
     assert server.chat_requests[1].response_format == {"type": "json_object"}
+
+
+# --- Images by URL: fetched from loopback only, as a provider fetches a presigned URL.
+
+
+class _Files:
+    """A tiny loopback web server: path -> (status, body, content type), optional delay and redirects."""
+
+    def __init__(self) -> None:
+        self.routes: dict[str, tuple[int, bytes, str]] = {}
+        self.redirects: dict[str, str] = {}
+        self.delay_seconds = 0.0
+        self.hits: list[str] = []
+        files = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                files.hits.append(self.path)
+                if files.delay_seconds:
+                    time.sleep(files.delay_seconds)
+                if self.path in files.redirects:
+                    self.send_response(302)
+                    self.send_header("Location", files.redirects[self.path])
+                    self.send_header("Content-Length", "0")
+                    self.end_headers()
+                    return
+                status, body, content_type = files.routes.get(self.path, (404, b"Not Found", "text/plain"))
+                self.send_response(status)
+                self.send_header("Content-Type", content_type)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, format: str, *args: Any) -> None:
+                pass
+
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.httpd.daemon_threads = True
+        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
+        threading.Thread(target=self.httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
+
+    def close(self) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+@pytest.fixture
+def files() -> Iterator[_Files]:
+    served = _Files()
+    yield served
+    served.close()
+
+
+def _url_messages(url: str, detail: str = "high") -> list[dict[str, Any]]:
+    return [
+        {
+            "role": "user",
+            "content": [
+                {"type": "image_url", "image_url": {"url": url, "detail": detail}},
+                {"type": "text", "text": "Describe this image as JSON."},
+            ],
+        }
+    ]
+
+
+@pytest.fixture
+def no_remote_network(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """Fail the test on any attempt to reach a host other than loopback; returns the hosts attempted."""
+    attempts: list[str] = []
+    real_create_connection = socket.create_connection
+    real_getaddrinfo = socket.getaddrinfo
+    real_open = urllib.request.OpenerDirector.open
+
+    def guard(host: Any) -> None:
+        if str(host) not in ("127.0.0.1", "::1", "localhost"):
+            attempts.append(str(host))
+            raise AssertionError(f"network attempt to {host}")
+
+    def create_connection(address: Any, *args: Any, **kwargs: Any) -> socket.socket:
+        guard(address[0])
+        return real_create_connection(address, *args, **kwargs)
+
+    def getaddrinfo(host: Any, *args: Any, **kwargs: Any) -> Any:
+        guard(host)
+        return real_getaddrinfo(host, *args, **kwargs)
+
+    def opener_open(self: urllib.request.OpenerDirector, fullurl: Any, *args: Any, **kwargs: Any) -> Any:
+        url = fullurl if isinstance(fullurl, str) else fullurl.full_url
+        guard(urllib.parse.urlsplit(url).hostname)
+        return real_open(self, fullurl, *args, **kwargs)
+
+    monkeypatch.setattr(socket, "create_connection", create_connection)
+    monkeypatch.setattr(socket, "getaddrinfo", getaddrinfo)
+    monkeypatch.setattr(urllib.request.OpenerDirector, "open", opener_open)  # urlopen and every opener
+    return attempts
+
+
+def test_image_by_loopback_url_is_downloaded_and_decoded(
+    server: ModelServer, files: _Files, make_client: ClientFactory
+) -> None:
+    # GIVEN an image served on loopback, as a presigned URL to the emulated S3 is
+    image = _jpeg(56, 28)
+    files.routes["/page-images/p1.jpg?X-Amz-Signature=abc"] = (200, image, "image/jpeg")
+    url = f"{files.url}/page-images/p1.jpg?X-Amz-Signature=abc"
+
+    # WHEN a request sends it by URL
+    response = _ask(make_client(), messages=_url_messages(url))
+
+    # THEN the server fetched it once and the request holds its bytes, with the URL it came from
+    assert json.loads(response.choices[0].message.content) == DEFAULT_ANSWER
+    [request] = server.chat_requests
+    [part] = request.images
+    assert part == ("high", image, "image/jpeg")  # still the (detail, data, mime) tuple it always was
+    assert part.url == url
+    assert request.image_url_error is None
+    assert response.usage.prompt_tokens == 2 * 1 + 50 + len("Describe this image as JSON.") // 4
+    assert files.hits == ["/page-images/p1.jpg?X-Amz-Signature=abc"]
+
+
+def test_image_part_stays_a_three_tuple_for_data_urls(server: ModelServer, make_client: ClientFactory) -> None:
+    image = _jpeg(28, 28)
+    _ask(make_client(), messages=_messages(image))
+
+    [part] = server.chat_requests[0].images
+    detail, data, mime = part
+    assert (detail, data, mime, part.url) == ("low", image, "image/jpeg", None)
+    assert ImagePart("auto", b"x", "image/png").url is None
+
+
+def test_image_url_answering_404_is_a_bad_request(files: _Files, make_client: ClientFactory) -> None:
+    url = f"{files.url}/page-images/expired.jpg"
+
+    with pytest.raises(openai.BadRequestError) as caught:
+        _ask(make_client(), messages=_url_messages(url))
+
+    assert caught.value.code == "invalid_image_url"
+    assert caught.value.type == "invalid_request_error"
+    assert isinstance(caught.value.body, dict)
+    assert caught.value.body["message"] == f"Error while downloading {url}. (HTTP 404 Not Found)"
+
+
+def test_image_url_on_another_host_is_refused_unfetched(
+    server: ModelServer, make_client: ClientFactory, no_remote_network: list[str]
+) -> None:
+    url = "https://example.com/x.jpg"
+
+    with pytest.raises(openai.BadRequestError) as caught:
+        _ask(make_client(), messages=_url_messages(url))
+
+    assert caught.value.code == "invalid_image_url"
+    assert isinstance(caught.value.body, dict)
+    assert caught.value.body["message"].startswith(f"Cannot fetch the image at {url}: ")
+    assert "loopback" in caught.value.body["message"]
+    assert no_remote_network == []
+    error = server.chat_requests[0].image_url_error
+    assert isinstance(error, ImageUrlError) and isinstance(error, ValueError) and error.url == url
+
+
+def test_redirect_away_from_loopback_is_not_followed(files: _Files, no_remote_network: list[str]) -> None:
+    files.redirects["/bounce.jpg"] = "http://198.51.100.7/x.jpg"
+    request = ChatRequest({"messages": _url_messages(f"{files.url}/bounce.jpg")})
+
+    with pytest.raises(ImageUrlError, match="not on loopback"):
+        _ = request.images
+
+    assert no_remote_network == []
+
+
+def test_refused_connection_and_timeout_are_download_errors(files: _Files, monkeypatch: pytest.MonkeyPatch) -> None:
+    with socket.socket() as sock:  # a loopback port nothing listens on
+        sock.bind(("127.0.0.1", 0))
+        closed_port = sock.getsockname()[1]
+    monkeypatch.setattr(devkit.model_server, "IMAGE_URL_TIMEOUT_SECONDS", 0.2)
+    files.delay_seconds = 1.0
+
+    refused = ChatRequest({"messages": _url_messages(f"http://localhost:{closed_port}/x.jpg")})
+    slow = ChatRequest({"messages": _url_messages(f"{files.url}/slow.jpg")})
+
+    with pytest.raises(ImageUrlError, match=r"Error while downloading .*refused"):
+        _ = refused.images
+    started = time.monotonic()
+    with pytest.raises(ImageUrlError, match="timed out"):
+        _ = slow.images
+    assert time.monotonic() - started < 1.0
+    with pytest.raises(ImageUrlError):  # the outcome is kept: no second download
+        _ = slow.images
+    assert files.hits == ["/slow.jpg"]
+
+
+def test_presigned_url_from_the_emulated_s3_is_fetched(aws: boto3.session.Session) -> None:
+    s3 = aws.client("s3")
+    s3.create_bucket(Bucket="page-images")
+    image = _jpeg(84, 56)
+    s3.put_object(Bucket="page-images", Key="doc/page-1.jpg", Body=image, ContentType="image/jpeg")
+    url = s3.generate_presigned_url("get_object", Params={"Bucket": "page-images", "Key": "doc/page-1.jpg"})
+
+    [part] = ChatRequest({"messages": _url_messages(url)}).images
+
+    assert part.data == image and part.mime == "image/jpeg" and part.url == url

@@ -148,7 +148,7 @@ def test_document_text_is_recorded_and_flagged(deployment: Deployment, function_
         ("photos/not-really.jpg", b"<!DOCTYPE html><html><body>404</body></html>", "NotAnImage"),
         ("photos/empty.png", b"", "EmptyObject"),
         ("photos/truncated.jpg", encode(photo(800, 600), "JPEG")[:3000], "CorruptImage"),
-        ("docs/contract.pdf.png", b"%PDF-1.7\n1 0 obj", "UnsupportedImageFormat"),
+        ("docs/contract.pdf.png", b"%PDF-1.7\n1 0 obj", "CorruptDocument"),  # a PDF whatever its name: read as one
     ],
 )
 def test_bad_input_ends_as_a_failed_record_and_is_not_retried(

@@ -6,6 +6,7 @@ import re
 
 import pytest
 
+import sightline.documents
 import sightline.errors
 import sightline.events
 import sightline.pages
@@ -26,7 +27,7 @@ def _subclasses(cls: type) -> set[type]:
 
 
 def error_types() -> set[str]:
-    assert sightline.events and sightline.pages  # imported so that their error classes are registered
+    assert sightline.events and sightline.pages and sightline.documents  # imported so that their error classes are registered
     return {cls.error_type for cls in _subclasses(SightlineError)} - ABSTRACT
 
 
