@@ -27,7 +27,8 @@ def _subclasses(cls: type) -> set[type]:
 
 
 def error_types() -> set[str]:
-    assert sightline.events and sightline.pages and sightline.documents  # imported so that their error classes are registered
+    # imported so that their error classes are registered
+    assert sightline.events and sightline.pages and sightline.documents
     return {cls.error_type for cls in _subclasses(SightlineError)} - ABSTRACT
 
 
