@@ -38,6 +38,7 @@ DEFAULT_REGION = "us-east-1"
 
 # Logical ids in template.yaml that make up the documented local stack.
 UPLOADS_BUCKET_ID = "UploadsBucket"
+RESULTS_BUCKET_ID = "ResultsBucket"
 UPLOADS_QUEUE_ID = "UploadsQueue"
 DEAD_LETTER_QUEUE_ID = "UploadsDeadLetterQueue"
 RESULTS_TABLE_ID = "ResultsTable"
@@ -105,6 +106,8 @@ class StackResources:
     """Physical ids of the deployed stack, and the function settings the template gives them."""
 
     bucket: str
+    # Document results (results/), presigned page images (page-images/) and page-range results (work/).
+    results_bucket: str
     queue_url: str
     queue_arn: str
     dlq_url: str
@@ -230,9 +233,9 @@ def deploy_stack(
 ) -> StackResources:
     """Creates the stack from template.yaml in (moto) CloudFormation and returns its resources.
 
-    Moto's CloudFormation applies only the encryption of a bucket, so its versioning, public access block
-    and NotificationConfiguration are applied afterwards through the S3 API from the same template,
-    which stays the single source of truth.
+    Moto's CloudFormation applies only the encryption of a bucket, so its versioning, public access block,
+    ownership controls, lifecycle rules and NotificationConfiguration are applied afterwards through the
+    S3 API from the same template, which stays the single source of truth.
     """
     region = session.region_name or DEFAULT_REGION
 
@@ -269,14 +272,16 @@ def deploy_stack(
         attributes={(logical_id, "Arn"): arn for logical_id, arn in queue_arns.items()},
     )
 
-    bucket = physical_ids[UPLOADS_BUCKET_ID]
-    bucket_properties = resolver.resolve(transformed["Resources"][UPLOADS_BUCKET_ID].get("Properties", {}))
-    _apply_bucket_properties_moto_skips(client("s3"), bucket, bucket_properties)
+    s3 = client("s3")
+    for bucket_id in (UPLOADS_BUCKET_ID, RESULTS_BUCKET_ID):
+        bucket_properties = resolver.resolve(transformed["Resources"][bucket_id].get("Properties", {}))
+        _apply_bucket_properties_moto_skips(s3, physical_ids[bucket_id], bucket_properties)
 
     function_properties = transformed["Resources"][FUNCTION_ID]["Properties"]
     queue_properties = transformed["Resources"][UPLOADS_QUEUE_ID]["Properties"]
     return StackResources(
-        bucket=bucket,
+        bucket=physical_ids[UPLOADS_BUCKET_ID],
+        results_bucket=physical_ids[RESULTS_BUCKET_ID],
         queue_url=physical_ids[UPLOADS_QUEUE_ID],
         queue_arn=queue_arns[UPLOADS_QUEUE_ID],
         dlq_url=physical_ids[DEAD_LETTER_QUEUE_ID],
@@ -334,10 +339,42 @@ def _apply_bucket_properties_moto_skips(s3: Any, bucket: str, properties: Mappin
         s3.put_public_access_block(
             Bucket=bucket, PublicAccessBlockConfiguration=dict(properties["PublicAccessBlockConfiguration"])
         )
-    s3.put_bucket_notification_configuration(
-        Bucket=bucket,
-        NotificationConfiguration=_notification_configuration(properties.get("NotificationConfiguration", {})),
-    )
+    if "OwnershipControls" in properties:
+        # The same shape in CloudFormation and the S3 API; moto stores it (and enforces nothing).
+        s3.put_bucket_ownership_controls(Bucket=bucket, OwnershipControls=dict(properties["OwnershipControls"]))
+    if "LifecycleConfiguration" in properties:
+        s3.put_bucket_lifecycle_configuration(
+            Bucket=bucket,
+            LifecycleConfiguration={
+                "Rules": [_lifecycle_rule(rule) for rule in properties["LifecycleConfiguration"]["Rules"]]
+            },
+        )
+    if "NotificationConfiguration" in properties:
+        s3.put_bucket_notification_configuration(
+            Bucket=bucket,
+            NotificationConfiguration=_notification_configuration(properties["NotificationConfiguration"]),
+        )
+
+
+# CloudFormation's lifecycle rule properties that _lifecycle_rule translates; any other one is refused rather
+# than silently left out of the local bucket.
+_LIFECYCLE_RULE_PROPERTIES = frozenset({"Id", "Status", "Prefix", "ExpirationInDays", "AbortIncompleteMultipartUpload"})
+
+
+def _lifecycle_rule(rule: Mapping[str, Any]) -> dict[str, Any]:
+    """A bucket's CloudFormation lifecycle rule (resolved), in the shape of the S3 API."""
+    unsupported = set(rule) - _LIFECYCLE_RULE_PROPERTIES
+    if unsupported:
+        raise TemplateResolutionError(f"lifecycle rule properties not supported locally: {sorted(unsupported)}")
+    api_rule: dict[str, Any] = {"Status": rule["Status"], "Filter": {"Prefix": rule.get("Prefix", "")}}
+    if "Id" in rule:
+        api_rule["ID"] = rule["Id"]
+    if "ExpirationInDays" in rule:
+        api_rule["Expiration"] = {"Days": int(rule["ExpirationInDays"])}
+    if "AbortIncompleteMultipartUpload" in rule:
+        days = int(rule["AbortIncompleteMultipartUpload"]["DaysAfterInitiation"])
+        api_rule["AbortIncompleteMultipartUpload"] = {"DaysAfterInitiation": days}
+    return api_rule
 
 
 def _notification_configuration(cloudformation_notifications: Mapping[str, Any]) -> dict[str, Any]:

@@ -68,3 +68,44 @@ def test_upload_notification_reaches_the_queue(aws: boto3.session.Session, stack
     assert records[0]["eventName"] == "ObjectCreated:Put"
     assert records[0]["s3"]["bucket"]["name"] == stack.bucket
     assert unquote_plus(records[0]["s3"]["object"]["key"]) == key
+
+
+def test_results_bucket_is_private_encrypted_and_expires_temporary_objects(
+    aws: boto3.session.Session, stack: StackResources
+) -> None:
+    s3 = aws.client("s3")
+    encryption = s3.get_bucket_encryption(Bucket=stack.results_bucket)["ServerSideEncryptionConfiguration"]
+    rules = s3.get_bucket_lifecycle_configuration(Bucket=stack.results_bucket)["Rules"]
+
+    assert encryption["Rules"][0]["ApplyServerSideEncryptionByDefault"]["SSEAlgorithm"] == "AES256"
+    assert s3.get_public_access_block(Bucket=stack.results_bucket)["PublicAccessBlockConfiguration"] == {
+        "BlockPublicAcls": True,
+        "IgnorePublicAcls": True,
+        "BlockPublicPolicy": True,
+        "RestrictPublicBuckets": True,
+    }
+    assert "Status" not in s3.get_bucket_versioning(Bucket=stack.results_bucket)
+    expirations = {rule["Filter"]["Prefix"]: rule["Expiration"]["Days"] for rule in rules if "Expiration" in rule}
+    assert expirations == {"page-images/": 1, "work/": 7}  # results/ is kept by default
+    assert [
+        rule["AbortIncompleteMultipartUpload"]["DaysAfterInitiation"] for rule in rules if not rule["Filter"]["Prefix"]
+    ] == [1]
+    assert stack.results_bucket != stack.bucket
+
+
+def test_results_retention_expires_results(aws: boto3.session.Session, moto_endpoint: str) -> None:
+    stack = deploy_stack(aws, endpoint_url=moto_endpoint, parameters={"DocumentResultsRetentionDays": "30"})
+    rules = aws.client("s3").get_bucket_lifecycle_configuration(Bucket=stack.results_bucket)["Rules"]
+
+    expirations = {rule["Filter"]["Prefix"]: rule["Expiration"]["Days"] for rule in rules if "Expiration" in rule}
+    assert expirations == {"page-images/": 1, "work/": 7, "results/": 30}
+
+
+def test_function_environment_names_the_results_bucket_and_work_queue(stack: StackResources) -> None:
+    environment = stack.function_environment
+
+    assert environment["RESULTS_BUCKET"] == stack.results_bucket
+    assert environment["WORK_QUEUE_URL"] == stack.queue_url
+    assert environment["DOCUMENT_RANGE_PAGES"] == "8"
+    assert environment["DOCUMENT_MAX_PAGES"] == "500"
+    assert environment["MODEL_IMAGE_TRANSPORT"] == "base64"
