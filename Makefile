@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 export PYTHONPATH := $(CURDIR)/functions/describe_image:$(CURDIR)
 LAYER_DIR ?= $(CURDIR)/.build/layer
 
-.PHONY: help venv run test unit integration lint format validate layer build deploy bench bench-prepare bench-batch bench-streaming redrive records ci clean
+.PHONY: help venv run test unit integration lint format validate layer build deploy bench bench-prepare bench-batch bench-streaming bench-documents bench-anchors redrive records ci clean
 
 help:
 	@echo "make run        the whole pipeline locally: moto (AWS) + sample uploads + the real handler"
@@ -66,7 +66,7 @@ $(VENV)/.bench-installed: $(VENV)/.installed requirements-bench.txt
 	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements-bench.txt -c constraints.txt
 	touch $@
 
-bench: bench-prepare bench-batch bench-streaming
+bench: bench-prepare bench-batch bench-streaming bench-documents bench-anchors
 
 bench-prepare: $(VENV)/.bench-installed
 	$(PY) -m benchmarks.prepare $(ARGS)
@@ -76,6 +76,12 @@ bench-batch: venv
 
 bench-streaming: venv
 	$(PY) -m benchmarks.streaming $(ARGS)
+
+bench-documents: venv
+	$(PY) -m benchmarks.documents $(ARGS)
+
+bench-anchors: venv
+	$(PY) -m benchmarks.anchors $(ARGS)
 
 records: venv
 	$(PY) -m scripts.list_records $(ARGS)

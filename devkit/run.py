@@ -101,7 +101,11 @@ def model_endpoint() -> Iterator[tuple[str, str]]:
     from devkit.model_server import ModelServer
     from devkit.ocr_model import OcrResponder
 
-    with ModelServer(OcrResponder()) as server:
+    responder = OcrResponder()
+    # The OCR engine (onnxruntime) is built here, in the main thread, not lazily in a request thread: its native
+    # thread pool then belongs to the thread that outlives every request, and tears down cleanly at exit.
+    responder.warm_up()
+    with ModelServer(responder) as server:
         yield server.base_url, f"{server.base_url} (embedded offline OCR endpoint; no caption model configured)"
 
 
