@@ -414,3 +414,23 @@ def test_an_unreadable_summary_is_repaired_once_without_sending_the_document_aga
     repair = w.model.requests[-1]
     assert page_text(1) not in json.dumps(repair.messages)  # the answer is repaired, the text is not re-sent
     assert w.record()["description"] == "A test document." and w.record()["usage"]["model_calls"] == 3
+
+
+def test_page_requests_in_flight_are_bounded_per_instance() -> None:
+    import threading
+
+    lock, state = threading.Lock(), {"now": 0, "most": 0}
+
+    def slow(request: ModelRequest) -> Any:
+        with lock:
+            state["now"] += 1
+            state["most"] = max(state["most"], state["now"])
+        time.sleep(0.05)
+        with lock:
+            state["now"] -= 1
+        return pages_answer(request)
+
+    w = world(12, ScriptedModel(default=slow), fan_out=False)
+    pipeline = replace(w.pipeline, page_request_slots=threading.Semaphore(2))
+    assert pipeline.process(event()).status == "succeeded"
+    assert state["most"] == 2  # DOCUMENT_CONCURRENCY is 4, the instance allows 2

@@ -15,6 +15,7 @@ Rules this module keeps:
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import threading
 import time
@@ -243,6 +244,7 @@ class PageDescriber:
     concurrency: int = 4
     anchors: bool = True
     owner: str = ""  # who pays: a cached answer paid by the same owner (an earlier attempt) keeps its usage
+    request_slots: threading.Semaphore | None = None  # requests in flight across every describer of the instance
     clock: Callable[[], float] = time.monotonic
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -284,14 +286,16 @@ class PageDescriber:
             if cached is not None:
                 layers = {page.number: page.text_layer for page in group}
                 return [replace(r, text_layer=layers.get(r.number)) for r in self._from_cache(cached)]
-        if out_of_time.is_set() or (deadline is not None and deadline - self.clock() < MIN_REQUEST_SECONDS):
-            out_of_time.set()
-            raise DocumentTimeBudgetError(
-                f"the invocation's time ran out before pages {group[0].number}–{group[-1].number} were asked"
-            )
         usage = ModelUsage()
         try:
-            results = self._ask_group(group, deadline, usage)
+            with self.request_slots or contextlib.nullcontext():
+                # Checked once a slot is free: the wait for it may have used the time up.
+                if out_of_time.is_set() or (deadline is not None and deadline - self.clock() < MIN_REQUEST_SECONDS):
+                    out_of_time.set()
+                    raise DocumentTimeBudgetError(
+                        f"the invocation's time ran out before pages {group[0].number}–{group[-1].number} were asked"
+                    )
+                results = self._ask_group(group, deadline, usage)
         finally:
             with self._lock:
                 add_usage(attempt, usage)

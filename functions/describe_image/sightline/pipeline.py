@@ -169,6 +169,9 @@ class Pipeline:
     cache: ContentCache | None = None
     # Decoding is the memory-hungry step: bound it separately from the network-bound model calls.
     prepare_slots: threading.Semaphore = field(default_factory=lambda: threading.Semaphore(2))
+    # Page requests in flight in this instance, whatever the number of page ranges in its batch: a batch of ten
+    # ranges must not put 10 × DOCUMENT_CONCURRENCY requests on the provider's rate limit at once.
+    page_request_slots: threading.Semaphore = field(default_factory=lambda: threading.Semaphore(16))
     wall_clock_ms: Callable[[], int] = field(default=lambda: int(time.time() * 1000))
     sleep: Callable[[float], None] = field(default=time.sleep)
     # Documents: the renderer (PDF in a child process), the results bucket, the queue long documents fan out
@@ -437,7 +440,9 @@ class Pipeline:
         return self.renderer
 
     def _render_pages(self, body: bytes, pages: range | None) -> tuple[int, list[RenderedPage], list[PageResult]]:
-        return render_pages(self._renderer(), body, pages)
+        # Rendering is memory-hungry (a child process each): bounded like image decoding, by the same slots.
+        with self.prepare_slots:
+            return render_pages(self._renderer(), body, pages)
 
     def _page_describer(self, options: DescribeOptions, owner: str) -> PageDescriber:
         return PageDescriber(
@@ -448,6 +453,7 @@ class Pipeline:
             concurrency=self.settings.document_concurrency,
             anchors=self.settings.document_text_anchor,
             owner=owner,
+            request_slots=self.page_request_slots,
         )
 
     @staticmethod
