@@ -585,7 +585,10 @@ class DocumentResult:
         item: dict[str, Any] = {
             "status": self.status,
             **self.facts,
-            "cache_hit": bool(self.pages) and all(page.cache_hit for page in self.pages),
+            # Nothing was paid for this object: every page and the summary came from the cache.
+            "cache_hit": bool(self.pages)
+            and all(page.cache_hit for page in self.pages)
+            and (self.summary is None or self.summary.cache_hit),
             "usage": self.usage.to_item(),
             "has_text": bool(text.strip()),
             "document": {
