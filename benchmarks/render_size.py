@@ -24,10 +24,10 @@ from PIL import Image, ImageOps
 from rapidocr_onnxruntime import RapidOCR
 
 import sightline.pages as pages
+from devkit.documents import LETTER, text_pdf
 from devkit.legibility import character_error_rate
 from devkit.samples import SCAN_LINES
 from sightline.imaging import estimate_image_tokens
-from tests.support.documents import LETTER, text_pdf
 
 # olmOCR's size; about our `high` budget's 2,300 tokens; 64 Qwen patches; the `high` budget's longest side.
 CANDIDATES = (1288, 1600, 1792, 2048)

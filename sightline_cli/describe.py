@@ -104,13 +104,7 @@ def _describe_document(
     from sightline.ports import ModelUsage
 
     kind = document_kind(body) or "pdf"
-    renderer = ChildProcessPageRenderer(
-        max_pages=settings.document_max_pages,
-        max_pixels=settings.max_image_pixels,
-        page_seconds=settings.render_page_seconds,
-        document_seconds=settings.render_document_seconds,
-        memory_mb=settings.render_memory_mb,
-    )
+    renderer = ChildProcessPageRenderer.from_settings(settings)
     usage = ModelUsage()
     try:
         page_count, rendered, failed = render_pages(renderer, body, None)

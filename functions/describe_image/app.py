@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Sequence
 from typing import Any
 
 from aws_lambda_powertools import Logger, Metrics, Tracer
@@ -86,7 +87,7 @@ def _apply(runtime: Runtime, work: ObjectEvent | PageRangeItem, deadline: float)
 
 
 async def _process_events(
-    runtime: Runtime, events: list[ObjectEvent] | list[ObjectEvent | PageRangeItem], deadline: float
+    runtime: Runtime, events: Sequence[ObjectEvent | PageRangeItem], deadline: float
 ) -> list[Outcome]:
     """All records at once on the worker pool; the first transient error is raised after all have finished."""
     loop = asyncio.get_running_loop()

@@ -11,11 +11,11 @@ from typing import Any
 import pytest
 
 import app
+from devkit.documents import encrypted_pdf, image_pdf, multipage_tiff, text_pdf
 from devkit.lambda_emulator import FakeLambdaContext, lambda_sqs_event
 from devkit.model_server import ChatRequest, Reply, completion
 from tests.conftest import Deployment
 from tests.integration.test_pipeline import deliver, depth
-from tests.support.documents import encrypted_pdf, image_pdf, multipage_tiff, text_pdf
 
 pytestmark = pytest.mark.integration
 

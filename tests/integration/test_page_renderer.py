@@ -14,6 +14,16 @@ from typing import Any
 import pytest
 from PIL import Image
 
+from devkit.documents import (
+    broken_pdf,
+    content_bomb_pdf,
+    encrypted_pdf,
+    image_pdf,
+    multipage_tiff,
+    oversized_page_pdf,
+    pdf_from_objects,
+    text_pdf,
+)
 from sightline.adapters.page_renderer import RENDERER_START_SECONDS, render_document
 from sightline.imaging import MAX_BASE64_BYTES
 from sightline.pages import (
@@ -25,16 +35,6 @@ from sightline.pages import (
     RendererFailedError,
     RendererUnavailableError,
     TooManyPagesError,
-)
-from tests.support.documents import (
-    broken_pdf,
-    content_bomb_pdf,
-    encrypted_pdf,
-    image_pdf,
-    multipage_tiff,
-    oversized_page_pdf,
-    pdf_from_objects,
-    text_pdf,
 )
 
 pytestmark = pytest.mark.integration

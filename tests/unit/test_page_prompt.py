@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 
 from sightline.answers import AnswerRules
+from sightline.describe import with_image_urls
 from sightline.imaging import PreparedImage
 from sightline.pages import RenderedPage
 from sightline.ports import ModelRequest
@@ -160,26 +161,20 @@ def test_the_schema_is_strict_and_enumerates_the_requests_pages() -> None:
 
 def test_image_urls_replace_the_data_urls_in_order() -> None:
     urls = ["http://127.0.0.1:9/a.jpg", "http://127.0.0.1:9/b.jpg"]
-    content = user_parts(page_request([page(1), page(2)], RULES, image_urls=urls))
+    content = user_parts(with_image_urls(page_request([page(1), page(2)], RULES), urls))
     assert [part["image_url"]["url"] for part in content[:2]] == urls
     assert all("data:" not in json.dumps(part) for part in content)
 
 
-@pytest.mark.parametrize(
-    ("pages", "options"),
-    [
-        ([], {}),
-        ([page(1), page(2), page(3)], {}),
-        ([page(8), page(7)], {}),
-        ([page(7), page(7)], {}),
-        ([page(1), page(2)], {"image_urls": ["http://127.0.0.1:9/a.jpg"]}),
-    ],
-)
-def test_requests_of_no_pages_too_many_pages_unordered_pages_or_wrong_urls_are_refused(
-    pages: list[RenderedPage], options: dict[str, Any]
-) -> None:
+def test_image_urls_that_do_not_match_the_images_are_refused() -> None:
     with pytest.raises(ValueError):
-        page_request(pages, RULES, **options)
+        with_image_urls(page_request([page(1), page(2)], RULES), ["http://127.0.0.1:9/a.jpg"])
+
+
+@pytest.mark.parametrize("pages", [[], [page(1), page(2), page(3)], [page(8), page(7)], [page(7), page(7)]])
+def test_requests_of_no_pages_too_many_pages_or_unordered_pages_are_refused(pages: list[RenderedPage]) -> None:
+    with pytest.raises(ValueError):
+        page_request(pages, RULES)
 
 
 def test_max_output_tokens_is_passed_through() -> None:

@@ -10,6 +10,7 @@ import time
 import pytest
 from PIL import Image, TiffImagePlugin
 
+from devkit.documents import MARKER_SIDE, image_pdf, many_page_tiff, multipage_tiff, page_marker, text_pdf
 from sightline.errors import PermanentInputError, TransientError
 from sightline.imaging import BUDGETS, MAX_BASE64_BYTES, prepare_image
 from sightline.pages import (
@@ -34,7 +35,6 @@ from sightline.pages import (
     prepare_page,
     read_tiff,
 )
-from tests.support.documents import MARKER_SIDE, image_pdf, many_page_tiff, multipage_tiff, page_marker, text_pdf
 from tests.unit.images import encode, page, photo
 
 pytestmark = [pytest.mark.unit, pytest.mark.filterwarnings("ignore::UserWarning:PIL")]

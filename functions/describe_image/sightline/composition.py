@@ -100,13 +100,7 @@ def build_pipeline(settings: Settings, session: boto3.session.Session | None = N
         notifier=SnsNotifier(session.client("sns", config=AWS_CLIENT_CONFIG), settings.results_topic_arn),
         model=build_model(settings),
         profiles=load_profiles_file(settings.profiles_file),  # an invalid file fails the cold start, never an image
-        renderer=ChildProcessPageRenderer(
-            max_pages=settings.document_max_pages,
-            max_pixels=settings.max_image_pixels,
-            page_seconds=settings.render_page_seconds,
-            document_seconds=settings.render_document_seconds,
-            memory_mb=settings.render_memory_mb,
-        ),
+        renderer=ChildProcessPageRenderer.from_settings(settings),
         documents=results_bucket,
         work_queue=(
             SqsWorkQueue(session.client("sqs", config=AWS_CLIENT_CONFIG), settings.work_queue_url)

@@ -102,7 +102,17 @@ def checked_answer(answer: ModelAnswer, limit: int) -> None:
 
 
 def with_image_urls(request: ModelRequest, urls: list[str]) -> ModelRequest:
-    """The request with its image parts, in order, pointing at ``urls`` instead of inline base64 data URLs."""
+    """The request with its image parts, in order, pointing at ``urls`` instead of inline base64 data URLs.
+    Raises ValueError when the number of URLs is not the number of images."""
+    images = sum(
+        1
+        for message in request.messages
+        if isinstance(message.get("content"), list)
+        for part in message["content"]
+        if part.get("type") == "image_url"
+    )
+    if images != len(urls):
+        raise ValueError(f"{len(urls)} image URLs for {images} images")
     remaining = iter(urls)
     messages = []
     for message in request.messages:

@@ -57,7 +57,6 @@ from sightline.prompt import (
 from sightline.records import ERROR_MESSAGE_MAX_BYTES, FAILED, SUCCEEDED, image_item
 from sightline.text import bounded
 
-PAGES_PER_REQUEST = MAX_PAGES_PER_REQUEST  # the provider guide: "no more than two images per request"
 PAGE_TEXT_MAX_BYTES = 60_000  # a dense page of print is 6–10 KB: keeps two pages' cache entry far below 400 KB
 PAGE_OUTPUT_TOKENS = 4_096  # a dense page of print is ~1,500 tokens of text; room for the JSON around it
 SUMMARY_OUTPUT_TOKENS = 2_048
@@ -217,8 +216,10 @@ def add_usage(total: ModelUsage, part: ModelUsage) -> None:
 
 
 def page_groups(pages: Sequence[RenderedPage]) -> list[tuple[RenderedPage, ...]]:
-    """Consecutive pages, two by two, in order (the last alone when the count is odd)."""
-    return [tuple(pages[i : i + PAGES_PER_REQUEST]) for i in range(0, len(pages), PAGES_PER_REQUEST)]
+    """Consecutive pages, two by two, in order (the last alone when the count is odd): the provider guide's
+    "no more than two images per request"."""
+    step = MAX_PAGES_PER_REQUEST
+    return [tuple(pages[i : i + step]) for i in range(0, len(pages), step)]
 
 
 def request_cache_key(pages: Sequence[RenderedPage], options: DescribeOptions, *, anchors: bool) -> str:
@@ -748,7 +749,6 @@ def document_failure(
 
 
 __all__ = [
-    "PAGES_PER_REQUEST",
     "DocumentResult",
     "DocumentTimeBudgetError",
     "PageDescriber",

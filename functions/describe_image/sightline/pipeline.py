@@ -121,9 +121,14 @@ class FanOut:
 RESULT_KEY_MAX_BYTES = 1_000
 
 
+def source_version(event: ObjectEvent, facts: ObjectFacts) -> str:
+    """The object version that was read: its versionId, else its ETag, else what the event said."""
+    return facts.version_id or facts.etag or version_token(event)
+
+
 def result_prefix(event: ObjectEvent, facts: ObjectFacts) -> str:
     """Where a document's result objects go: one prefix per source object version, never overwritten by another."""
-    version = facts.version_id or facts.etag or version_token(event)
+    version = source_version(event, facts)
     readable = f"{RESULTS_PREFIX}{event.bucket}/{event.key}/{version}/"
     if len(readable.encode()) + len("document.json") <= RESULT_KEY_MAX_BYTES:
         return readable
@@ -457,9 +462,8 @@ class Pipeline:
         )
 
     @staticmethod
-    def _owner(event: ObjectEvent, facts: ObjectFacts | None) -> str:
-        version = (facts.version_id or facts.etag) if facts else None
-        return f"{event.bucket}/{event.key}#{version or version_token(event)}"
+    def _owner(event: ObjectEvent, facts: ObjectFacts) -> str:
+        return f"{event.bucket}/{event.key}#{source_version(event, facts)}"
 
     def _finish_document(
         self,
@@ -587,10 +591,7 @@ class Pipeline:
         if hashlib.sha256(fetched.body).hexdigest() != item.content_sha256:
             return None
         metadata = fetched.facts.metadata
-        try:
-            options = self._range_options(item, metadata)
-        except InvalidMetadataError:
-            raise  # the coordinator applied the same metadata: it cannot be invalid here unless the code changed
+        options = self._range_options(item, metadata)  # the same metadata the document's own delivery accepted
         try:
             _, rendered, failed = self._render_pages(fetched.body, item.pages)
         except PermanentInputError as exc:  # the document opened for the coordinator; not for this range

@@ -504,28 +504,18 @@ def page_request(
     pages: Sequence[RenderedPage],
     rules: AnswerRules,
     *,
-    image_urls: Sequence[str] | None = None,
     anchors: bool = True,
     instructions: str = "",
     context: str | None = None,
     max_output_tokens: int | None = None,
 ) -> ModelRequest:
-    """One or two pages of a document, in page order: their images first (``image_urls`` instead of the data
-    URLs, when given), the instruction (its first line names the pages), each page's text layer when ``anchors``,
-    then the context. Raises ValueError for 0 or more than 2 pages, pages out of order, or URLs that do not match
-    the pages."""
+    """One or two pages of a document, in page order: their images first (base64 data URLs; see
+    `describe.with_image_urls` for URL mode), the instruction (its first line names the pages), each page's text
+    layer when ``anchors``, then the context. Raises ValueError for 0 or more than 2 pages, or pages out of order."""
     numbers = _page_numbers(pages)
-    if image_urls is not None and len(image_urls) != len(pages):
-        raise ValueError(f"{len(image_urls)} image URLs for {len(pages)} pages")
     content: list[dict[str, Any]] = [
-        {
-            "type": "image_url",
-            "image_url": {
-                "url": image_urls[index] if image_urls is not None else page.image.data_url,
-                "detail": page.image.detail_sent,
-            },
-        }
-        for index, page in enumerate(pages)
+        {"type": "image_url", "image_url": {"url": page.image.data_url, "detail": page.image.detail_sent}}
+        for page in pages
     ]
     anchor_parts = [part for page in pages if (part := _anchor_part(page)) is not None] if anchors else []
     content.append(

@@ -158,10 +158,8 @@ def load_settings(env: Mapping[str, str] | None = None, *, require_stack: bool =
     base_url = env.get(MODEL_BASE_URL, "").strip() or DEFAULT_MODEL_BASE_URL
     if not base_url.startswith(("http://", "https://")):
         raise SettingsError(f"{MODEL_BASE_URL} must be an http(s) URL, got {base_url!r}")
-    if (
-        _choice(env, MODEL_IMAGE_TRANSPORT, IMAGE_TRANSPORTS, "base64") == "url"
-        and not env.get(RESULTS_BUCKET, "").strip()
-    ):
+    transport = _choice(env, MODEL_IMAGE_TRANSPORT, IMAGE_TRANSPORTS, "base64")
+    if transport == "url" and not env.get(RESULTS_BUCKET, "").strip():
         raise SettingsError(f"{MODEL_IMAGE_TRANSPORT}=url needs {RESULTS_BUCKET}: the images are staged there")
     suffixes = tuple(s.strip().lower() for s in env.get(OBJECT_KEY_SUFFIXES, "").split(",") if s.strip())
     return Settings(
@@ -189,7 +187,7 @@ def load_settings(env: Mapping[str, str] | None = None, *, require_stack: bool =
         document_range_pages=_bounded_number(env, DOCUMENT_RANGE_PAGES, 8, 1, 100),
         document_concurrency=_bounded_number(env, DOCUMENT_CONCURRENCY, 4, 1, 16),
         document_text_anchor=_flag(env, DOCUMENT_TEXT_ANCHOR, True),
-        model_image_transport=_choice(env, MODEL_IMAGE_TRANSPORT, IMAGE_TRANSPORTS, "base64"),  # type: ignore[arg-type]
+        model_image_transport=transport,  # type: ignore[arg-type]
         render_memory_mb=_number(env, RENDER_MEMORY_MB, 1024, 256),
         render_page_seconds=_number(env, RENDER_PAGE_SECONDS, 15.0, 1.0, float),
         render_document_seconds=_number(env, RENDER_DOCUMENT_SECONDS, 90.0, 1.0, float),

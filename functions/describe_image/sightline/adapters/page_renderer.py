@@ -47,6 +47,7 @@ from sightline.pages import (
     page_numbers,
     read_tiff,
 )
+from sightline.settings import Settings
 
 __all__ = [
     "DEFAULT_DOCUMENT_SECONDS",
@@ -472,6 +473,16 @@ class ChildProcessPageRenderer:
         self.page_seconds = page_seconds
         self.document_seconds = document_seconds
         self.memory_mb = memory_mb
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> ChildProcessPageRenderer:
+        return cls(
+            max_pages=settings.document_max_pages,
+            max_pixels=settings.max_image_pixels,
+            page_seconds=settings.render_page_seconds,
+            document_seconds=settings.render_document_seconds,
+            memory_mb=settings.render_memory_mb,
+        )
 
     def render(self, data: bytes, pages: range | None = None) -> RenderedDocument:
         return render_document(
