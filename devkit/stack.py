@@ -42,6 +42,7 @@ RESULTS_BUCKET_ID = "ResultsBucket"
 UPLOADS_QUEUE_ID = "UploadsQueue"
 DEAD_LETTER_QUEUE_ID = "UploadsDeadLetterQueue"
 RESULTS_TABLE_ID = "ResultsTable"
+CONTROL_TABLE_ID = "ControlTable"
 RESULTS_TOPIC_ID = "ResultsTopic"
 FUNCTION_ID = "DescribeImageFunction"
 
@@ -114,6 +115,8 @@ class StackResources:
     dlq_arn: str
     table: str
     topic_arn: str
+    # Budget counters and the provider's circuit breaker (CONTROL_TABLE).
+    control_table: str
     # The function's environment variables with the deployed names filled in; variables naming a
     # resource the local stack does not have (MODEL_API_KEY_SECRET_ARN) are left out.
     function_environment: dict[str, str]
@@ -287,6 +290,7 @@ def deploy_stack(
         dlq_url=physical_ids[DEAD_LETTER_QUEUE_ID],
         dlq_arn=queue_arns[DEAD_LETTER_QUEUE_ID],
         table=physical_ids[RESULTS_TABLE_ID],
+        control_table=physical_ids[CONTROL_TABLE_ID],
         topic_arn=physical_ids[RESULTS_TOPIC_ID],
         function_environment=_function_environment(function_properties, resolver),
         function_timeout=int(resolver.resolve(function_properties["Timeout"])),

@@ -3,24 +3,34 @@
 from __future__ import annotations
 
 import argparse
+import importlib
 from collections.abc import Sequence
 
-from sightline_cli import describe, review
+# Subcommand → (module, help). Each module has add_arguments(parser) and run(args) -> exit status; imported only
+# when its subcommand runs, so `sightline describe` does not load boto3's paginators or tqdm.
+SUBCOMMANDS: dict[str, tuple[str, str]] = {
+    "describe": ("sightline_cli.describe", "describe local files (the configured provider, or the offline endpoint)"),
+    "backfill": (
+        "sightline_cli.backfill",
+        "describe what an existing bucket already holds (--dry-run: the cost first)",
+    ),
+    "usage": ("sightline_cli.usage", "billed tokens and cost from the records, beside the estimate"),
+    "budget": ("sightline_cli.budget", "the day's spend against the caps, the provider breaker; resume deferred items"),
+    "review": ("sightline_cli.review", "set a reviewed alt text that no re-description overwrites"),
+}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="sightline", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-
-    describe_parser = commands.add_parser(
-        "describe", help="describe local image files (the configured provider, or the offline endpoint)"
-    )
-    describe.add_arguments(describe_parser)
-    describe_parser.set_defaults(run=describe.run)
-
-    review_parser = commands.add_parser("review", help="set a reviewed alt text that no re-description overwrites")
-    review.add_arguments(review_parser)
-    review_parser.set_defaults(run=review.run)
+    argv = list(argv) if argv is not None else None
+    chosen = _chosen_command(argv)
+    for name, (module_name, help_text) in SUBCOMMANDS.items():
+        sub = commands.add_parser(name, help=help_text)
+        if name == chosen:
+            module = importlib.import_module(module_name)
+            module.add_arguments(sub)
+            sub.set_defaults(run=module.run)
 
     # The existing operator scripts, under the one command; their own options follow the subcommand.
     commands.add_parser("records", help="list records by status with their reasons", add_help=False)
@@ -38,3 +48,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     if rest:
         parser.error(f"unrecognized arguments: {' '.join(rest)}")
     return int(args.run(args))
+
+
+def _chosen_command(argv: list[str] | None) -> str | None:
+    import sys
+
+    words = argv if argv is not None else sys.argv[1:]
+    return next((word for word in words if not word.startswith("-")), None)

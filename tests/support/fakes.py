@@ -13,7 +13,7 @@ from typing import Any
 
 from sightline.errors import ObjectNotFoundError, RecordRejectedError
 from sightline.events import ObjectEvent
-from sightline.ordering import refused_claim
+from sightline.ordering import refused_claim, refused_forced_claim
 from sightline.ports import (
     Claim,
     FetchedObject,
@@ -23,7 +23,7 @@ from sightline.ports import (
     ObjectFacts,
     ReviewChangedError,
 )
-from sightline.records import PROCESSING
+from sightline.records import DEFERRED, FAILED, PARTIAL, PROCESSING, SUCCEEDED
 
 
 @dataclass
@@ -62,29 +62,80 @@ class FakeResultStore:
             claimable = (
                 current is None
                 or str(current["order_key"]) < order
+                or (order.startswith("s") and str(current["order_key"]).startswith("t"))
                 or (
                     current["order_key"] == order
-                    and current["status"] == PROCESSING
-                    and current["claim_until"] < now_ms
-                    and current.get("fanout_order") != order
+                    and (
+                        (
+                            current["status"] == PROCESSING
+                            and current["claim_until"] < now_ms
+                            and current.get("fanout_order") != order
+                        )
+                        or current["status"] == DEFERRED
+                    )
                 )
             )
-            if not claimable:
+            if claimable:
+                return Claim("claimed", self._take(event, claim_id, until_ms, order_key=order, version_token=version))
+            backfill = event.backfill
+            if backfill is None or not backfill.force:
                 return refused_claim(copy.deepcopy(current), order)
-            previous = copy.deepcopy(current)
-            item = current if current is not None else {"bucket": event.bucket, "key": event.key}
-            for name in ("ranges_done", "fanout_order", "ranges_total", "fanout_pages"):
-                item.pop(name, None)
-            item.update(
-                order_key=order,
-                version_token=version,
-                status=PROCESSING,
-                claim_id=claim_id,
-                claim_until=until_ms,
-                notified=False,
+            assert current is not None
+            run = backfill.run
+            forced = (current["status"] in (SUCCEEDED, PARTIAL, FAILED) and current.get("forced_run") != run) or (
+                current.get("forced_run") == run
+                and (
+                    (current["status"] == PROCESSING and current["claim_until"] < now_ms)
+                    or current["status"] == DEFERRED
+                )
             )
-            self.items[(event.bucket, event.key)] = item
-            return Claim("claimed", previous)
+            if not forced:
+                return refused_forced_claim(copy.deepcopy(current), run)
+            previous = self._take(event, claim_id, until_ms, version_token=version, forced_run=run)
+            assert previous is not None
+            return Claim("claimed", previous, order=str(previous["order_key"]))
+
+    def _take(self, event: ObjectEvent, claim_id: str, until_ms: int, **fields: Any) -> dict[str, Any] | None:
+        current = self.items.get((event.bucket, event.key))
+        previous = copy.deepcopy(current)
+        item = current if current is not None else {"bucket": event.bucket, "key": event.key}
+        for name in ("ranges_done", "fanout_order", "ranges_total", "fanout_pages", "deferred_event", "deferred_until"):
+            item.pop(name, None)
+        item.update(status=PROCESSING, claim_id=claim_id, claim_until=until_ms, notified=False, **fields)
+        self.items[(event.bucket, event.key)] = item
+        return previous
+
+    def defer(
+        self, event: ObjectEvent, claim_id: str, error_type: str, message: str, usage: ModelUsage, resume_after_ms: int
+    ) -> bool:
+        with self.lock:
+            current = self.items.get((event.bucket, event.key))
+            if current is None or current.get("claim_id") != claim_id:
+                return False
+            current.update(
+                status=DEFERRED,
+                claim_until=0,
+                error_type=error_type,
+                error_message=message,
+                attempt_usage=usage.to_item(),
+                deferred_event=json.dumps(event.to_s3_record()),
+                deferred_until=resume_after_ms,
+            )
+            return True
+
+    def deferred(self, limit: int) -> list[dict[str, Any]]:
+        with self.lock:
+            return [copy.deepcopy(i) for i in self.items.values() if i.get("status") == DEFERRED][:limit]
+
+    def mark_resumed(self, bucket: str, key: str, order: str) -> bool:
+        with self.lock:
+            current = self.items.get((bucket, key))
+            if current is None or current.get("order_key") != order or current.get("status") != DEFERRED:
+                return False
+            current.update(status=PROCESSING, claim_until=0)
+            current.pop("deferred_event", None)
+            current.pop("deferred_until", None)
+            return True
 
     def complete(self, record: dict[str, Any], claim_id: str) -> bool:
         with self.lock:
@@ -202,10 +253,13 @@ class FakeWorkQueue:
     sent: list[dict[str, Any]] = field(default_factory=list)
     failures: list[BaseException] = field(default_factory=list)
 
-    def send(self, messages: list[dict[str, Any]]) -> None:
+    delays: list[int] = field(default_factory=list)
+
+    def send(self, messages: list[dict[str, Any]], delay_seconds: int = 0) -> None:
         if self.failures:
             raise self.failures.pop(0)
         self.sent.extend(copy.deepcopy(messages))
+        self.delays.extend([delay_seconds] * len(messages))
 
 
 class FakeContentCache:

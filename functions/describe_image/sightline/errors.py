@@ -131,6 +131,32 @@ class RecordRejectedError(SightlineError):
     error_type = "RecordRejected"
 
 
+# --- Deferred: neither the object's fault nor worth retrying now. The item waits (parked in its record, or sent
+# back to the queue with a delay) and is resumed when the reason is gone; it never burns a receive count.
+
+
+class DeferredError(SightlineError):
+    """Base of the reasons to hold an item back; ``resume_after_ms`` is when it is worth trying again (epoch ms)."""
+
+    error_type = "Deferred"
+
+    def __init__(self, message: str, resume_after_ms: int) -> None:
+        super().__init__(message)
+        self.resume_after_ms = resume_after_ms
+
+
+class BudgetExhaustedError(DeferredError):
+    """The day's spend cap (for the stack, or for the object's profile) is reached: no new model call starts."""
+
+    error_type = "BudgetExhausted"
+
+
+class ProviderPausedError(DeferredError):
+    """The shared circuit breaker is open after a burst of 429/5xx across invocations: calls pause for a cool-down."""
+
+    error_type = "ProviderPaused"
+
+
 # --- Transient: fail the item so SQS redelivers it; after maxReceiveCount it lands in the DLQ.
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import unquote_plus
+from urllib.parse import quote_plus, unquote_plus
 
 from aws_lambda_powertools.utilities.data_classes import S3Event
 
@@ -21,6 +21,40 @@ class UnrecognizedEventError(SightlineError):
     error_type = "UnrecognizedEvent"
 
 
+BACKFILL_EVENT_NAME = "ObjectCreated:Backfill"
+# Our own block beside an S3 record's fields: S3 never writes it, so an event carrying it was made by us.
+SIGHTLINE_FIELD = "sightline"
+
+
+@dataclass(frozen=True)
+class Backfill:
+    """What makes an event a backfill item (``sightline backfill``, S3 Batch Operations, a resumed deferral of
+    either): it never outranks a real S3 event for the key."""
+
+    run: str  # the backfill run: a forced item is applied once per run
+    force: bool = False  # describe again, even a version already described, without the content cache
+    profile: str | None = None  # the operator's profile for every object of the run (wins over key and metadata)
+    last_modified: str | None = None  # the listed version's LastModified: orders two backfills of one key
+
+    def to_item(self) -> dict[str, Any]:
+        return {"run": self.run, "force": self.force, "profile": self.profile, "last_modified": self.last_modified}
+
+    @classmethod
+    def from_item(cls, item: Any) -> Backfill:
+        if not isinstance(item, dict) or not isinstance(item.get("run"), str) or not item["run"]:
+            raise UnrecognizedEventError("the record's sightline.backfill block has no run id")
+        profile = item.get("profile")
+        last_modified = item.get("last_modified")
+        if not isinstance(item.get("force", False), bool) or not isinstance(profile, str | None):
+            raise UnrecognizedEventError("the record's sightline.backfill block is malformed")
+        return cls(
+            run=item["run"][:128],
+            force=bool(item.get("force", False)),
+            profile=profile or None,
+            last_modified=str(last_modified) if last_modified else None,
+        )
+
+
 @dataclass(frozen=True)
 class ObjectEvent:
     """One S3 object version an event talks about, with the key already URL-decoded."""
@@ -33,6 +67,35 @@ class ObjectEvent:
     etag: str | None = None
     size: int | None = None
     sequencer: str | None = None
+    backfill: Backfill | None = None  # None: a real S3 event (or a hand-made one shaped like it)
+
+    def to_s3_record(self, region: str = "") -> dict[str, Any]:
+        """The event as one record of an S3 notification, the shape the uploads queue carries (a parked event is
+        sent back in it; backfill items are made in it)."""
+        obj: dict[str, Any] = {"key": quote_plus(self.key, safe="/")}
+        for name, value in (
+            ("size", self.size),
+            ("eTag", self.etag),
+            ("versionId", self.version_id),
+            ("sequencer", self.sequencer),
+        ):
+            if value is not None:
+                obj[name] = value
+        record: dict[str, Any] = {
+            "eventVersion": "2.1",
+            "eventSource": "aws:s3",
+            "awsRegion": region,
+            "eventTime": self.event_time,
+            "eventName": self.event_name,
+            "s3": {
+                "s3SchemaVersion": "1.0",
+                "bucket": {"name": self.bucket, "arn": f"arn:aws:s3:::{self.bucket}"},
+                "object": obj,
+            },
+        }
+        if self.backfill is not None:
+            record[SIGHTLINE_FIELD] = {"backfill": self.backfill.to_item()}
+        return record
 
     @property
     def is_create(self) -> bool:
@@ -71,9 +134,24 @@ def parse_s3_notification(notification: dict[str, Any]) -> list[ObjectEvent]:
                 etag=obj.get("eTag") or None,
                 size=obj.get("size"),
                 sequencer=obj.get("sequencer") or None,
+                backfill=_backfill(record.raw_event),
             )
         )
     return events
+
+
+def _backfill(record: dict[str, Any]) -> Backfill | None:
+    block = record.get(SIGHTLINE_FIELD)
+    if block is None:
+        return None
+    if not isinstance(block, dict) or "backfill" not in block:
+        raise UnrecognizedEventError("the record's sightline block is not a backfill item")
+    return Backfill.from_item(block["backfill"])
+
+
+def s3_notification(events: list[ObjectEvent], region: str = "") -> str:
+    """An S3 notification document (JSON) holding these events: what the uploads queue receives from S3."""
+    return json.dumps({"Records": [event.to_s3_record(region) for event in events]}, separators=(",", ":"))
 
 
 PAGE_RANGE_MESSAGE = "sightline.page-range"
@@ -127,6 +205,7 @@ class PageRangeItem:
                 "content_type": self.content_type,
                 "last_modified": self.last_modified,
                 "content_sha256": self.content_sha256,
+                "backfill": event.backfill.to_item() if event.backfill else None,
             },
             "order": self.order,
             "version_token": self.version,
@@ -153,6 +232,7 @@ class PageRangeItem:
                     etag=obj.get("etag"),
                     size=obj.get("size"),
                     sequencer=obj.get("sequencer"),
+                    backfill=Backfill.from_item(obj["backfill"]) if obj.get("backfill") is not None else None,
                 ),
                 order=str(document["order"]),
                 version=str(document["version_token"]),

@@ -24,6 +24,7 @@ from sightline.errors import (
     NotAnImageError,
     UnsupportedImageFormatError,
 )
+from sightline.pricing import image_tokens
 from sightline.settings import Detail
 
 # The provider's guide: base64 payloads "should ideally be under 1MB". Stay under the decimal megabyte.
@@ -120,8 +121,8 @@ class PreparedImage:
 
 
 def estimate_image_tokens(width: int, height: int) -> int:
-    """Qwen2.5-VL style estimate: one token per 28×28 patch (the default model's billing)."""
-    return math.ceil(width / 28) * math.ceil(height / 28)
+    """Qwen2.5-VL style estimate: one token per 28×28 patch (the default model's billing; pricing.toml's "patch28")."""
+    return image_tokens("patch28", width, height)
 
 
 # --- Recognising what the bytes are.
@@ -317,6 +318,11 @@ def _exif_orientation(img: Image.Image) -> int:
     except Exception:  # EXIF parsers raise anything on damaged metadata
         return 1
     return value if isinstance(value, int) and value in _ORIENTATION_TRANSPOSE else 1
+
+
+def target_size(width: int, height: int, budget: PixelBudget) -> tuple[int, int]:
+    """The size an image of ``width`` × ``height`` (upright) is sent at within ``budget``."""
+    return _target_size(width, height, budget)
 
 
 def _target_size(width: int, height: int, budget: PixelBudget) -> tuple[int, int]:

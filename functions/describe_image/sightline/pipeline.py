@@ -32,6 +32,7 @@ from sightline.documents import (
 )
 from sightline.errors import (
     ConfigurationError,
+    DeferredError,
     InProgressError,
     InvalidMetadataError,
     ObjectChangedError,
@@ -91,8 +92,19 @@ METADATA_CONTEXT = "sightline-context"
 STORE_ATTEMPTS = 3  # a review written while the key is re-described: store again with it
 
 OutcomeStatus = Literal[
-    "succeeded", "partial", "failed", "deleted", "skipped", "stale", "duplicate", "fanned_out", "range_done"
+    "succeeded",
+    "partial",
+    "failed",
+    "deleted",
+    "skipped",
+    "stale",
+    "duplicate",
+    "fanned_out",
+    "range_done",
+    "deferred",
 ]
+# A deferred page range goes back to the queue with a delay (SQS allows 15 minutes at most): never sooner than this.
+MIN_RANGE_DEFER_SECONDS = 60
 
 
 @dataclass(frozen=True)
@@ -140,6 +152,30 @@ def work_key(item: PageRangeItem) -> str:
     """A page range's partial result: per key, applied event and range (a newer event never reads it)."""
     digest = hashlib.sha256(f"{item.event.bucket}/{item.event.key}#{item.order}".encode()).hexdigest()
     return f"{WORK_PREFIX}{digest}/pages-{item.range_id}.json"
+
+
+def _forced(event: ObjectEvent) -> bool:
+    return event.backfill is not None and event.backfill.force
+
+
+@dataclass(frozen=True)
+class RefreshingCache:
+    """The content cache for a forced item: nothing is read from it (every answer is paid for again), and what is
+    described replaces the entry, so the keys that share the content get the new answer."""
+
+    cache: ContentCache
+
+    def get(self, content_key: str) -> dict[str, Any] | None:
+        return None
+
+    def claim(self, content_key: str, claim_id: str, until_ms: int, now_ms: int) -> bool:
+        return True
+
+    def put(self, content_key: str, entry: dict[str, Any], ttl_seconds: int | None = None) -> None:
+        self.cache.put(content_key, entry, ttl_seconds)
+
+    def release(self, content_key: str, claim_id: str) -> None:
+        return None
 
 
 def content_key(digest: str, options: DescribeOptions) -> str:
@@ -198,8 +234,23 @@ class Pipeline:
         context = bounded(metadata_text(metadata.get(METADATA_CONTEXT, "")).strip(), CONTEXT_MAX_BYTES) or None
         return DescribeOptions.for_profile(profile, self.settings, language=language, context=context)
 
-    def _profile(self, matched: Profile, metadata: dict[str, str]) -> Profile:
-        """The object's own x-amz-meta-sightline-profile wins over the profile its key matched."""
+    def _backfill_profile(self, event: ObjectEvent) -> Profile | None:
+        """The operator's profile for a backfill run (``--profile``); it wins over the key's and the metadata's."""
+        name = event.backfill.profile if event.backfill else None
+        if not name:
+            return None
+        profile = self.profiles.get(name)
+        if profile is None:
+            # The operator's mistake, not the object's: the item goes to the DLQ with this reason, alarmed.
+            raise ConfigurationError(f"the backfill names no profile: {name!r}")
+        return profile
+
+    def _profile(self, matched: Profile, metadata: dict[str, str], event: ObjectEvent | None = None) -> Profile:
+        """The object's own x-amz-meta-sightline-profile wins over the profile its key matched; a backfill run's
+        profile wins over both."""
+        chosen = self._backfill_profile(event) if event is not None else None
+        if chosen is not None:
+            return chosen
         name = metadata_text(metadata.get(METADATA_PROFILE, "")).strip()
         if not name:
             return matched
@@ -216,7 +267,7 @@ class Pipeline:
             return Outcome("skipped", event, reason=f"{event.event_name} is not handled")
         if not self.settings.accepts_key(event.key):
             return Outcome("skipped", event, reason="key does not match OBJECT_KEY_SUFFIXES")
-        matched = self.profiles.for_key(event.key)
+        matched = self._backfill_profile(event) or self.profiles.for_key(event.key)
         if matched is None:
             return Outcome("skipped", event, reason="no profile matches the key and the profiles file has no default")
 
@@ -228,7 +279,10 @@ class Pipeline:
             event, order=order, version=version, claim_id=claim_id, until_ms=until_ms, now_ms=now_ms
         )
         if claim.kind == "stale":
+            if event.backfill is not None:
+                return Outcome("stale", event, reason="backfill item: the key already has a record of its own event")
             return Outcome("stale", event, reason="a newer event for this key was already applied")
+        order = claim.order or order  # a forced backfill item keeps the order of the event already applied
         if claim.kind == "in_progress":
             raise InProgressError(f"another delivery is processing {event.uri} right now")
         if claim.kind == "duplicate":
@@ -254,6 +308,11 @@ class Pipeline:
             # The key was overwritten after this event: the newer version's own event will be applied.
             self.results.release(event, claim_id, "ObjectChanged", exc.message, usage)
             return Outcome("stale", event, reason=exc.message)
+        except DeferredError as exc:
+            # Budget reached or provider paused: parked in the record, sent again when the reason is gone.
+            if not self.results.defer(event, claim_id, exc.error_type, exc.message, usage, exc.resume_after_ms):
+                return Outcome("stale", event, reason="a newer event took over this key while it was processed")
+            return Outcome("deferred", event, reason=exc.error_type)
         except BaseException as exc:
             # Transient errors, and any bug: never leave the claim held, always say why.
             self.results.release(event, claim_id, _error_name(exc), _error_text(exc), usage)
@@ -325,12 +384,12 @@ class Pipeline:
             fetched = self.objects.fetch(event, self.settings.max_object_bytes)
             facts = fetched.facts
             digest = hashlib.sha256(fetched.body).hexdigest()
-            profile = self._profile(profile, facts.metadata)
+            profile = self._profile(profile, facts.metadata, event)
             options = self.options(profile, facts.metadata)
             kind = document_kind(fetched.body)
             if kind is not None:
                 return self._describe_document(event, fetched, digest, kind, options, deadline, usage, review)
-            result = self._describe_content(fetched.body, digest, options, claim_id, deadline, usage)
+            result = self._describe_content(fetched.body, digest, options, claim_id, deadline, usage, event)
         except PermanentInputError as exc:
             # Refused before the object's own overrides applied (size, fetch, bad metadata): recorded under the
             # profile chosen so far. Failures of the description itself come back as results, not exceptions.
@@ -345,33 +404,35 @@ class Pipeline:
         claim_id: str,
         deadline: float | None,
         usage: ModelUsage,
+        event: ObjectEvent,
     ) -> DescribeResult:
         """The content cache first; on a miss, claim the content so concurrent twins wait instead of paying."""
-        if self.cache is None:
+        cache = self._cache_for(event)
+        if cache is None:
             return self._describe(body, options, deadline, usage)
         key = content_key(digest, options)
-        cached = self.cache.get(key)
-        if cached is None and not self._claim_content(key, claim_id, deadline):
-            cached = self._wait_for_twin(key, claim_id, deadline)
+        cached = cache.get(key)
+        if cached is None and not self._claim_content(cache, key, claim_id, deadline):
+            cached = self._wait_for_twin(cache, key, claim_id, deadline)
         if cached is not None:
             return DescribeResult.from_item(cached).as_cache_hit(options.profile)
         try:
             result = self._describe(body, options, deadline, usage)
         except BaseException:
-            self.cache.release(key, claim_id)  # transient failures are not shared: another key may try again
+            cache.release(key, claim_id)  # transient failures are not shared: another key may try again
             raise
-        self.cache.put(key, result.to_item(), None if result.succeeded else FAILED_CACHE_TTL_SECONDS)
+        cache.put(key, result.to_item(), None if result.succeeded else FAILED_CACHE_TTL_SECONDS)
         return result
 
-    def _claim_content(self, key: str, claim_id: str, deadline: float | None) -> bool:
-        assert self.cache is not None
+    def _claim_content(self, cache: ContentCache, key: str, claim_id: str, deadline: float | None) -> bool:
         now_ms = self.wall_clock_ms()
-        return self.cache.claim(key, claim_id, now_ms + self._claim_ms(deadline), now_ms)
+        return cache.claim(key, claim_id, now_ms + self._claim_ms(deadline), now_ms)
 
-    def _wait_for_twin(self, key: str, claim_id: str, deadline: float | None) -> dict[str, Any] | None:
+    def _wait_for_twin(
+        self, cache: ContentCache, key: str, claim_id: str, deadline: float | None
+    ) -> dict[str, Any] | None:
         """Identical content is being described for another key: wait for its result (success or failure)
         rather than paying again; take the claim over if the other delivery gave it up."""
-        assert self.cache is not None
         give_up = time.monotonic() + TWIN_WAIT_SECONDS
         if deadline is not None:
             give_up = min(give_up, deadline)
@@ -380,10 +441,10 @@ class Pipeline:
             if time.monotonic() + pause > give_up:
                 break
             self.sleep(pause)
-            cached = self.cache.get(key)
+            cached = cache.get(key)
             if cached is not None:
                 return cached
-            if self._claim_content(key, claim_id, deadline):
+            if self._claim_content(cache, key, claim_id, deadline):
                 return None  # the other delivery failed transiently and released it: describe it ourselves
         raise InProgressError("identical content is being described for another key right now")
 
@@ -426,7 +487,7 @@ class Pipeline:
         if page_count > step and fan_out:
             return FanOut(facts=facts, digest=digest, page_count=page_count, kind=kind)
         owner = self._owner(event, facts)
-        pages = self._page_describer(options, owner).describe(rendered, deadline, usage)
+        pages = self._page_describer(options, owner, event).describe(rendered, deadline, usage)
         result = self._finish_document(
             event,
             facts,
@@ -449,11 +510,17 @@ class Pipeline:
         with self.prepare_slots:
             return render_pages(self._renderer(), body, pages)
 
-    def _page_describer(self, options: DescribeOptions, owner: str) -> PageDescriber:
+    def _cache_for(self, event: ObjectEvent) -> ContentCache | None:
+        """The content cache as a forced item uses it: written, never read."""
+        if self.cache is not None and _forced(event):
+            return RefreshingCache(self.cache)
+        return self.cache
+
+    def _page_describer(self, options: DescribeOptions, owner: str, event: ObjectEvent) -> PageDescriber:
         return PageDescriber(
             model=self.model,
             options=options,
-            cache=self.cache,
+            cache=self._cache_for(event),
             image_host=self.image_host,
             concurrency=self.settings.document_concurrency,
             anchors=self.settings.document_text_anchor,
@@ -487,7 +554,7 @@ class Pipeline:
             model=self.model,
             deadline=deadline,
             usage=usage,
-            cache=self.cache,
+            cache=self._cache_for(event),
             ranges=ranges,
         )
         if self.documents is None:
@@ -539,7 +606,21 @@ class Pipeline:
         return Outcome("fanned_out", event, reason=f"{fan_out.page_count} pages sent as {total} page ranges of {step}")
 
     def process_range(self, item: PageRangeItem, deadline: float | None = None) -> Outcome:
-        """Describe one page range of a document; the delivery that counts the last range assembles it."""
+        """Describe one page range of a document; the delivery that counts the last range assembles it.
+
+        A range held back (budget reached, provider paused) goes back to the queue with a delay, as a new message:
+        the document's record stays ``processing`` and no receive count is burned."""
+        try:
+            return self._process_range(item, deadline)
+        except DeferredError as exc:
+            queue = self.work_queue
+            if queue is None:
+                raise
+            wait_s = (exc.resume_after_ms - self.wall_clock_ms()) / 1000
+            queue.send([item.to_message()], delay_seconds=int(max(MIN_RANGE_DEFER_SECONDS, wait_s)))
+            return Outcome("deferred", item.event, reason=exc.error_type)
+
+    def _process_range(self, item: PageRangeItem, deadline: float | None) -> Outcome:
         event = item.event
         current = self.results.get(event.bucket, event.key)
         if current is None or current.get("order_key") != item.order:
@@ -582,7 +663,7 @@ class Pipeline:
 
     def _range_options(self, item: PageRangeItem, metadata: dict[str, str]) -> DescribeOptions:
         matched = self.profiles.for_key(item.event.key) or self.profiles.default or Profile(name="default")
-        profile = self._profile(matched, metadata)
+        profile = self._profile(matched, metadata, item.event)
         return self.options(profile, metadata)
 
     def _describe_range(self, item: PageRangeItem, deadline: float | None) -> dict[str, Any] | None:
@@ -598,7 +679,7 @@ class Pipeline:
             rendered, failed = [], [PageResult.failed(number, exc) for number in item.pages]
         usage = ModelUsage()
         owner = self._owner(item.event, fetched.facts)
-        pages = self._page_describer(options, owner).describe(rendered, deadline, usage)
+        pages = self._page_describer(options, owner, item.event).describe(rendered, deadline, usage)
         return {
             "range": item.range_id,
             "metadata": metadata,

@@ -111,6 +111,9 @@ class Claim:
 
     kind: Literal["claimed", "stale", "duplicate", "in_progress"]
     current: dict[str, Any] | None = None  # the stored record, for stale and duplicate
+    # The order the claimed record keeps, when not the event's own: a forced backfill item re-describes the key
+    # under the order of the event already applied, so it never outranks a real event.
+    order: str | None = None
 
 
 class ReviewChangedError(Exception):
@@ -183,6 +186,24 @@ class ResultStore(Protocol):
         when the fan-out is not marked yet, "gone" when the key moved on or was assembled already."""
         ...
 
+    # Deferred items (budget reached, provider paused): parked in the key's record, resumed later.
+
+    def defer(
+        self, event: ObjectEvent, claim_id: str, error_type: str, message: str, usage: ModelUsage, resume_after_ms: int
+    ) -> bool:
+        """Park the claimed event: status ``deferred``, its reason, and the event itself to send again later.
+        False when this delivery no longer holds the claim (a newer event took the key)."""
+        ...
+
+    def deferred(self, limit: int) -> list[dict[str, Any]]:
+        """Parked records (bucket, key, order_key, error_type, deferred_event, deferred_until), oldest first."""
+        ...
+
+    def mark_resumed(self, bucket: str, key: str, order: str) -> bool:
+        """The parked event was sent again: the record becomes a released claim its event may take. False when the
+        key moved on meanwhile (then the sent event is stale, and harmless)."""
+        ...
+
 
 class ContentCache(Protocol):
     def get(self, content_key: str) -> dict[str, Any] | None:
@@ -219,13 +240,60 @@ class ImageHost(Protocol):
 
 
 class WorkQueue(Protocol):
-    """Where a long document's page ranges go, to be described by concurrent invocations."""
+    """The uploads queue, as a place to send work: a long document's page ranges, deferred items sent back."""
 
-    def send(self, messages: list[dict[str, Any]]) -> None: ...
+    def send(self, messages: list[dict[str, Any]], delay_seconds: int = 0) -> None: ...
 
 
 class PageRenderer(Protocol):
     """A document's pages as prepared images. Raises the document refusals of ``sightline.pages``."""
 
     def render(self, data: bytes, pages: range | None = None) -> Any:  # sightline.pages.RenderedDocument
+        ...
+
+
+# --- Spend control: a daily budget kept in shared counters, and a circuit breaker shared by every instance.
+
+
+@dataclass(frozen=True)
+class Spend:
+    """An amount of spend: tokens, and their cost in millionths of the pricing table's currency."""
+
+    tokens: int = 0
+    cost_micros: int = 0
+
+
+@dataclass(frozen=True)
+class SpendState:
+    """One scope's counters for one day. ``committed`` = settled spend + reservations still in flight."""
+
+    committed: Spend
+    spent: Spend
+    calls: int = 0
+    deferrals: int = 0
+
+
+class SpendLedger(Protocol):
+    def reserve(self, scope: str, day: str, amount: Spend, cap: Spend, expires_at: int) -> bool:
+        """Atomically add ``amount`` to the scope's committed spend for ``day`` unless that passes ``cap`` (a zero
+        field of the cap: no cap on it). False (nothing added) at the cap."""
+        ...
+
+    def settle(self, scope: str, day: str, reserved: Spend, actual: Spend, expires_at: int) -> None:
+        """The call finished: replace its reservation by what it actually cost."""
+        ...
+
+    def count_deferral(self, scope: str, day: str, expires_at: int) -> None: ...
+
+    def read(self, scope: str, day: str) -> SpendState: ...
+
+
+class ProviderBreaker(Protocol):
+    def open_until(self, now_ms: int) -> int | None:
+        """When the breaker is open: until when (epoch ms). None when calls may go out."""
+        ...
+
+    def record_failure(self, now_ms: int) -> int | None:
+        """Count one provider failure (429/5xx/timeout after the adapter's own retries) in the current window;
+        returns the open-until time when the breaker is open now (this failure opened it, or it already was)."""
         ...

@@ -26,6 +26,8 @@ FAILED: Final = "failed"
 DELETED = "deleted"
 PARTIAL = "partial"  # a document some of whose pages failed (listed in the record)
 PROCESSING = "processing"  # claimed by a delivery; the other fields still describe the previous version
+# Parked (budget reached, provider paused): not the object's fault; its event is sent again when the reason is gone.
+DEFERRED = "deferred"
 TERMINAL = (SUCCEEDED, PARTIAL, FAILED, DELETED)
 WITH_CONTENT = (SUCCEEDED, PARTIAL)
 

@@ -41,6 +41,16 @@ MODEL_IMAGE_TRANSPORT = "MODEL_IMAGE_TRANSPORT"  # base64 | url
 RENDER_MEMORY_MB = "RENDER_MEMORY_MB"
 RENDER_PAGE_SECONDS = "RENDER_PAGE_SECONDS"
 RENDER_DOCUMENT_SECONDS = "RENDER_DOCUMENT_SECONDS"
+# Spend control: model calls in flight, the daily budget and the provider's shared circuit breaker.
+MODEL_CONCURRENCY = "MODEL_CONCURRENCY"  # model calls in flight per function instance
+CONTROL_TABLE = "CONTROL_TABLE"  # budget counters and breaker state; without it neither applies
+BUDGET_DAILY_LIMIT = "BUDGET_DAILY_LIMIT"  # per UTC day, for the stack; 0 or empty: no cap
+BUDGET_UNIT = "BUDGET_UNIT"  # tokens | usd (any currency of the pricing table)
+BUDGET_PROFILE_LIMITS = "BUDGET_PROFILE_LIMITS"  # "alt-text=200000,documents=5000000", in BUDGET_UNIT
+BREAKER_FAILURES = "BREAKER_FAILURES"  # provider failures (429/5xx/timeouts) in a window that open it; 0: off
+BREAKER_WINDOW_SECONDS = "BREAKER_WINDOW_SECONDS"
+BREAKER_COOLDOWN_SECONDS = "BREAKER_COOLDOWN_SECONDS"
+PRICING_FILE = "PRICING_FILE"  # optional: default the pricing.toml bundled with the function
 
 # functions/describe_image/profiles.yaml: /var/task/profiles.yaml in the deployed function.
 BUNDLED_PROFILES_FILE = str(Path(__file__).resolve().parent.parent / "profiles.yaml")
@@ -52,6 +62,8 @@ DEFAULT_MODEL_ID = "qwen/qwen2.5-vl-72b-instruct"
 MAX_DOCUMENT_PAGES = 5_000
 ImageTransport = Literal["base64", "url"]
 IMAGE_TRANSPORTS: tuple[ImageTransport, ...] = ("base64", "url")
+BudgetUnit = Literal["tokens", "usd"]
+BUDGET_UNITS: tuple[BudgetUnit, ...] = ("tokens", "usd")
 
 Detail = Literal["low", "high", "auto"]
 DETAILS: tuple[Detail, ...] = ("low", "high", "auto")
@@ -87,6 +99,23 @@ class Settings:
     render_memory_mb: int = 1024
     render_page_seconds: float = 15.0
     render_document_seconds: float = 90.0
+    model_concurrency: int = 10
+    control_table: str | None = None
+    budget_daily_limit: float = 0.0  # 0: no cap for the stack
+    budget_unit: BudgetUnit = "tokens"
+    budget_profile_limits: tuple[tuple[str, float], ...] = ()
+    breaker_failures: int = 20
+    breaker_window_seconds: int = 60
+    breaker_cooldown_seconds: int = 120
+    pricing_file: str | None = None  # None: the bundled pricing.toml
+
+    @property
+    def budget_enabled(self) -> bool:
+        return self.control_table is not None and (self.budget_daily_limit > 0 or bool(self.budget_profile_limits))
+
+    @property
+    def breaker_enabled(self) -> bool:
+        return self.control_table is not None and self.breaker_failures > 0
 
     def accepts_key(self, key: str) -> bool:
         """Suffix filter, case-insensitive (S3's own suffix filter is case-sensitive)."""
@@ -140,6 +169,26 @@ def _flag(env: Mapping[str, str], name: str, default: bool) -> bool:
     raise SettingsError(f"{name} must be true or false, got {raw!r}")
 
 
+def _profile_limits(env: Mapping[str, str]) -> tuple[tuple[str, float], ...]:
+    """``name=limit,name=limit``: a daily cap per profile, in BUDGET_UNIT."""
+    limits: dict[str, float] = {}
+    for part in env.get(BUDGET_PROFILE_LIMITS, "").split(","):
+        if not part.strip():
+            continue
+        name, sep, raw = part.partition("=")
+        name = name.strip()
+        try:
+            value = float(raw) if sep and name else -1.0
+        except ValueError:
+            value = -1.0
+        if value <= 0 or value != value or value == float("inf"):
+            raise SettingsError(f"{BUDGET_PROFILE_LIMITS} must be name=limit pairs with limits above 0, got {part!r}")
+        if name in limits:
+            raise SettingsError(f"{BUDGET_PROFILE_LIMITS} names the profile {name!r} twice")
+        limits[name] = value
+    return tuple(limits.items())
+
+
 def load_settings(env: Mapping[str, str] | None = None, *, require_stack: bool = True) -> Settings:
     """Read and validate settings once, at cold start: a missing table name fails here, not at the first write.
 
@@ -191,4 +240,13 @@ def load_settings(env: Mapping[str, str] | None = None, *, require_stack: bool =
         render_memory_mb=_number(env, RENDER_MEMORY_MB, 1024, 256),
         render_page_seconds=_number(env, RENDER_PAGE_SECONDS, 15.0, 1.0, float),
         render_document_seconds=_number(env, RENDER_DOCUMENT_SECONDS, 90.0, 1.0, float),
+        model_concurrency=_bounded_number(env, MODEL_CONCURRENCY, 10, 1, 256),
+        control_table=env.get(CONTROL_TABLE, "").strip() or None,
+        budget_daily_limit=_number(env, BUDGET_DAILY_LIMIT, 0.0, 0.0, float),
+        budget_unit=_choice(env, BUDGET_UNIT, BUDGET_UNITS, "tokens"),  # type: ignore[arg-type]
+        budget_profile_limits=_profile_limits(env),
+        breaker_failures=_number(env, BREAKER_FAILURES, 20, 0),
+        breaker_window_seconds=_bounded_number(env, BREAKER_WINDOW_SECONDS, 60, 1, 3600),
+        breaker_cooldown_seconds=_bounded_number(env, BREAKER_COOLDOWN_SECONDS, 120, 1, 3600),
+        pricing_file=env.get(PRICING_FILE, "").strip() or None,
     )

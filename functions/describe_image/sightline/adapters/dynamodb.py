@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 import time
 from decimal import Decimal
@@ -12,23 +13,48 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from sightline.adapters.aws_errors import translate_aws_error
 from sightline.events import ObjectEvent
-from sightline.ordering import refused_claim
+from sightline.ordering import LEGACY_TIMED_PREFIX, SEQUENCED_PREFIX, refused_claim, refused_forced_claim
 from sightline.ports import Claim, ModelUsage, ReviewChangedError
-from sightline.records import ERROR_MESSAGE_MAX_BYTES, PROCESSING
+from sightline.records import (
+    DEFERRED,
+    ERROR_MESSAGE_MAX_BYTES,
+    FAILED,
+    PARTIAL,
+    PROCESSING,
+    SUCCEEDED,
+    utc_now_iso,
+)
 from sightline.text import bounded
 
 _serializer = TypeSerializer()
+STATUS_INDEX = "status-index"  # template.yaml: records by status, oldest first
 _deserializer = TypeDeserializer()
 
-# One delivery may apply an event when the key is new, when its event is newer than the one applied, or
-# when the same event's earlier claim was released or expired (a crashed or timed-out delivery).
-# A document described in page ranges (fanout_order set for the event) is no longer its event's to re-claim:
-# the ranges' own items finish it.
+# One delivery may apply an event when the key is new, when its event is newer than the one applied, when the
+# same event's earlier claim was released or expired (a crashed or timed-out delivery), or when the same event was
+# parked (deferred) and is now sent again. A document described in page ranges (fanout_order set for the event) is
+# no longer its event's to re-claim: the ranges' own items finish it.
 _CLAIM_CONDITION = (
     "attribute_not_exists(order_key) OR order_key < :order"
-    " OR (order_key = :order AND #status = :processing AND claim_until < :now"
-    " AND (attribute_not_exists(fanout_order) OR fanout_order <> :order))"
+    " OR (order_key = :order AND ((#status = :processing AND claim_until < :now"
+    " AND (attribute_not_exists(fanout_order) OR fanout_order <> :order)) OR #status = :deferred))"
 )
+# A real S3 event also takes over a record ordered by the old, too-high key of events without a sequencer.
+_LEGACY_CONDITION = " OR begins_with(order_key, :legacy)"
+# A forced backfill item takes a finished record once per run (and its own released or parked claim), keeping the
+# record's order: a real event still outranks it.
+_FORCED_CLAIM_CONDITION = (
+    "attribute_exists(order_key) AND ("
+    "(#status IN (:succeeded, :partial, :failed) AND (attribute_not_exists(forced_run) OR forced_run <> :run))"
+    " OR (forced_run = :run AND ((#status = :processing AND claim_until < :now) OR #status = :deferred)))"
+)
+_CLAIM_UPDATE = (
+    "SET #status = :processing, claim_id = :claim, claim_until = :until, notified = :false"
+    # a new claim starts the page-range count afresh (a retried fan-out sends every range again)
+    " REMOVE ranges_done, fanout_order, ranges_total, fanout_pages, deferred_event, deferred_until"
+)
+# How many parked records one query reads (the resumer pages through the rest on its next run).
+DEFERRED_PAGE = 100
 
 
 def _dynamodb_value(value: Any) -> Any:
@@ -93,40 +119,78 @@ class DynamoDBResultStore:
     def claim(
         self, event: ObjectEvent, *, order: str, version: str, claim_id: str, until_ms: int, now_ms: int
     ) -> Claim:
+        condition = _CLAIM_CONDITION
+        values: dict[str, Any] = {
+            ":order": order,
+            ":version": version,
+            ":processing": PROCESSING,
+            ":deferred": DEFERRED,
+            ":claim": claim_id,
+            ":until": until_ms,
+            ":now": now_ms,
+            ":false": False,
+        }
+        if order.startswith(SEQUENCED_PREFIX):
+            condition += _LEGACY_CONDITION
+            values[":legacy"] = LEGACY_TIMED_PREFIX
+        claimed, current = self._claim_update(
+            event,
+            UpdateExpression=_CLAIM_UPDATE.replace("SET ", "SET order_key = :order, version_token = :version, ", 1),
+            ConditionExpression=condition,
+            ExpressionAttributeValues=to_item(values),
+        )
+        if claimed:
+            return Claim("claimed", current)
+        backfill = event.backfill
+        if backfill is None or not backfill.force:
+            return refused_claim(current, order)
+        return self._claim_forced(event, backfill.run, version, claim_id, until_ms, now_ms)
+
+    def _claim_forced(
+        self, event: ObjectEvent, run: str, version: str, claim_id: str, until_ms: int, now_ms: int
+    ) -> Claim:
+        claimed, current = self._claim_update(
+            event,
+            UpdateExpression=_CLAIM_UPDATE.replace("SET ", "SET version_token = :version, forced_run = :run, ", 1),
+            ConditionExpression=_FORCED_CLAIM_CONDITION,
+            ExpressionAttributeValues=to_item(
+                {
+                    ":version": version,
+                    ":run": run,
+                    ":succeeded": SUCCEEDED,
+                    ":partial": PARTIAL,
+                    ":failed": FAILED,
+                    ":processing": PROCESSING,
+                    ":deferred": DEFERRED,
+                    ":claim": claim_id,
+                    ":until": until_ms,
+                    ":now": now_ms,
+                    ":false": False,
+                }
+            ),
+        )
+        if claimed and current:
+            return Claim("claimed", current, order=str(current["order_key"]))
+        return refused_forced_claim(current, run)
+
+    def _claim_update(self, event: ObjectEvent, **request: Any) -> tuple[bool, dict[str, Any] | None]:
+        """(claimed, the record before the write) for a claim's conditional update."""
         try:
             response = self._client.update_item(
                 TableName=self._table_name,
                 **self._key(event.bucket, event.key),
-                UpdateExpression=(
-                    "SET order_key = :order, version_token = :version, #status = :processing,"
-                    " claim_id = :claim, claim_until = :until, notified = :false"
-                    # a new claim starts the page-range count afresh (a retried fan-out sends every range again)
-                    " REMOVE ranges_done, fanout_order, ranges_total, fanout_pages"
-                ),
-                ConditionExpression=_CLAIM_CONDITION,
                 ExpressionAttributeNames={"#status": "status"},
-                ExpressionAttributeValues=to_item(
-                    {
-                        ":order": order,
-                        ":version": version,
-                        ":processing": PROCESSING,
-                        ":claim": claim_id,
-                        ":until": until_ms,
-                        ":now": now_ms,
-                        ":false": False,
-                    }
-                ),
                 ReturnValues="ALL_OLD",  # the previous item: usage paid by released deliveries of this event
                 ReturnValuesOnConditionCheckFailure="ALL_OLD",
+                **request,
             )
-            return Claim("claimed", from_item(response.get("Attributes") or {}) or None)
+            return True, from_item(response.get("Attributes") or {}) or None
         except ClientError as exc:
             if not _condition_failed(exc):
                 raise translate_aws_error(exc, f"UpdateItem {self._table_name}") from exc
-            current = from_item(exc.response.get("Item") or {}) or self._get(event.bucket, event.key)
+            return False, from_item(exc.response.get("Item") or {}) or self._get(event.bucket, event.key)
         except BotoCoreError as exc:
             raise translate_aws_error(exc, f"UpdateItem {self._table_name}") from exc
-        return refused_claim(current, order)
 
     def _get(self, bucket: str, key: str) -> dict[str, Any] | None:
         try:
@@ -182,6 +246,72 @@ class DynamoDBResultStore:
                     ":usage": usage.to_item(),
                     ":claim": claim_id,
                 }
+            ),
+        )
+
+    def defer(
+        self, event: ObjectEvent, claim_id: str, error_type: str, message: str, usage: ModelUsage, resume_after_ms: int
+    ) -> bool:
+        """Park the claimed event in its record; the status index (status = deferred) is how the resumer finds it."""
+        return self._write(
+            "update_item",
+            **self._key(event.bucket, event.key),
+            UpdateExpression=(
+                "SET #status = :deferred, claim_until = :zero, error_type = :type, error_message = :message,"
+                " last_error_type = :type, last_error_message = :message, attempt_usage = :usage,"
+                " deferred_event = :event, deferred_until = :until, processed_at = :now"
+            ),
+            ConditionExpression="claim_id = :claim",
+            ExpressionAttributeNames={"#status": "status"},
+            ExpressionAttributeValues=to_item(
+                {
+                    ":deferred": DEFERRED,
+                    ":zero": 0,
+                    ":type": bounded(error_type, 100),
+                    ":message": bounded(message, ERROR_MESSAGE_MAX_BYTES),
+                    ":usage": usage.to_item(),
+                    ":event": json.dumps(event.to_s3_record(), separators=(",", ":")),
+                    ":until": resume_after_ms,
+                    ":now": utc_now_iso(),
+                    ":claim": claim_id,
+                }
+            ),
+        )
+
+    def deferred(self, limit: int) -> list[dict[str, Any]]:
+        """Parked records, longest parked first: the status index lists them, a consistent read gives each whole."""
+        keys: list[dict[str, Any]] = []
+        request: dict[str, Any] = {
+            "TableName": self._table_name,
+            "IndexName": STATUS_INDEX,
+            "KeyConditionExpression": "#status = :deferred",
+            "ExpressionAttributeNames": {"#status": "status"},
+            "ExpressionAttributeValues": to_item({":deferred": DEFERRED}),
+            "ProjectionExpression": "#bucket, #key",
+        }
+        request["ExpressionAttributeNames"].update({"#bucket": "bucket", "#key": "key"})
+        try:
+            while len(keys) < limit:
+                response = self._client.query(**request, Limit=min(DEFERRED_PAGE, limit - len(keys)))
+                keys.extend(from_item(item) for item in response.get("Items", []))
+                if "LastEvaluatedKey" not in response:
+                    break
+                request["ExclusiveStartKey"] = response["LastEvaluatedKey"]
+        except (ClientError, BotoCoreError) as exc:
+            raise translate_aws_error(exc, f"Query {self._table_name}/{STATUS_INDEX}") from exc
+        records = [self._get(str(k["bucket"]), str(k["key"])) for k in keys]
+        # The index is eventually consistent: keep only what is still parked.
+        return [r for r in records if r is not None and r.get("status") == DEFERRED and r.get("deferred_event")]
+
+    def mark_resumed(self, bucket: str, key: str, order: str) -> bool:
+        return self._write(
+            "update_item",
+            **self._key(bucket, key),
+            UpdateExpression="SET #status = :processing, claim_until = :zero REMOVE deferred_event, deferred_until",
+            ConditionExpression="order_key = :order AND #status = :deferred",
+            ExpressionAttributeNames={"#status": "status"},
+            ExpressionAttributeValues=to_item(
+                {":processing": PROCESSING, ":zero": 0, ":order": order, ":deferred": DEFERRED}
             ),
         )
 

@@ -1,4 +1,5 @@
-"""The queue a long document's page ranges travel through (the uploads queue: same consumer, same DLQ)."""
+"""The uploads queue as a place to send work: long documents' page ranges, and deferred items sent back (same
+consumer, same DLQ)."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from sightline.adapters.aws_errors import translate_aws_error
 from sightline.errors import AwsUnavailableError
 
 SEND_BATCH = 10  # SendMessageBatch's limit
+MAX_DELAY_SECONDS = 900  # SQS's limit for a message's delay
 
 
 class SqsWorkQueue:
@@ -18,11 +20,12 @@ class SqsWorkQueue:
         self._client = client
         self._queue_url = queue_url
 
-    def send(self, messages: list[dict[str, Any]]) -> None:
+    def send(self, messages: list[dict[str, Any]], delay_seconds: int = 0) -> None:
+        delay = max(0, min(int(delay_seconds), MAX_DELAY_SECONDS))
         for start in range(0, len(messages), SEND_BATCH):
             batch = messages[start : start + SEND_BATCH]
             entries = [
-                {"Id": str(index), "MessageBody": json.dumps(message, separators=(",", ":"))}
+                {"Id": str(index), "MessageBody": json.dumps(message, separators=(",", ":")), "DelaySeconds": delay}
                 for index, message in enumerate(batch)
             ]
             try:
@@ -31,9 +34,9 @@ class SqsWorkQueue:
                 raise translate_aws_error(exc, f"SendMessageBatch {self._queue_url}") from exc
             failed = response.get("Failed") or []
             if failed:
-                # Re-sending every range is harmless (a range counts once): the retry sends them all again.
+                # Re-sending is harmless (a range counts once, a resumed event is claimed once): the retry sends all.
                 first = failed[0]
                 raise AwsUnavailableError(
-                    f"SQS refused {len(failed)} of {len(entries)} page-range items ({first.get('Code')}: "
+                    f"SQS refused {len(failed)} of {len(entries)} messages ({first.get('Code')}: "
                     f"{first.get('Message')})"
                 )
