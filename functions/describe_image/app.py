@@ -40,7 +40,10 @@ _OUTCOME_METRICS = {
     "skipped": "ObjectsSkipped",
     "stale": "StaleEvents",
     "duplicate": "DuplicateDeliveries",
+    "deferred": "ItemsDeferred",
 }
+# Why items were deferred: each has an alarm (template.yaml) saying the cap was hit or the provider paused.
+_DEFERRAL_METRICS = {"BudgetExhausted": "BudgetCapReached", "ProviderPaused": "ProviderPaused"}
 
 
 # Failed records that an operator, not a new upload, fixes: counted with the configuration errors (alarmed).
@@ -49,6 +52,8 @@ _CONFIGURATION_FAILURES = {"RequestTooLarge"}
 
 def _record_metrics(outcome: Outcome) -> None:
     metrics.add_metric(name=_OUTCOME_METRICS[outcome.status], unit=MetricUnit.Count, value=1)
+    if outcome.status == "deferred" and outcome.reason in _DEFERRAL_METRICS:
+        metrics.add_metric(name=_DEFERRAL_METRICS[outcome.reason], unit=MetricUnit.Count, value=1)
     if outcome.reason in _CONFIGURATION_FAILURES:
         metrics.add_metric(name="ConfigurationErrors", unit=MetricUnit.Count, value=1)
     if outcome.status == "succeeded" and (outcome.record or {}).get("cache_hit"):
@@ -76,6 +81,8 @@ def _log_outcome(outcome: Outcome) -> None:
             fields["pages"] = document.get("pages")
             fields["pages_failed"] = document.get("pages_failed")
         logger.info("object described", extra=fields)
+    elif outcome.status == "deferred":
+        logger.warning("item deferred: no model call started", extra={**fields, "reason": outcome.reason})
     else:  # deleted, skipped, stale, duplicate, fanned_out, range_done
         logger.info(f"event {outcome.status}", extra={**fields, "reason": outcome.reason})
 

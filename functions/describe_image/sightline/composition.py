@@ -7,11 +7,13 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import lru_cache
+from typing import Any
 
 import boto3
 import openai
 from botocore.config import Config
 
+from sightline.adapters.control_table import DynamoDBProviderBreaker, DynamoDBSpendLedger
 from sightline.adapters.dynamodb import DynamoDBContentCache, DynamoDBResultStore
 from sightline.adapters.model import OpenAIVisionModel
 from sightline.adapters.openai_warmup import prime_openai_models
@@ -22,8 +24,10 @@ from sightline.adapters.sns import SnsNotifier
 from sightline.adapters.work_queue import SqsWorkQueue
 from sightline.errors import ConfigurationError
 from sightline.pipeline import Pipeline
-from sightline.profiles import load_profiles_file
+from sightline.pricing import load_prices
+from sightline.profiles import ProfileSet, load_profiles_file
 from sightline.settings import Settings, load_settings
+from sightline.spend import SpendGuard
 
 # One worker per record of a full SQS batch (10) plus room for multi-record messages:
 # the model call waits on the network, so records are described concurrently.
@@ -84,9 +88,31 @@ def build_model_client(settings: Settings) -> openai.OpenAI:
     )
 
 
+def build_spend_guard(settings: Settings, dynamodb: Any, profiles: ProfileSet | None = None) -> SpendGuard:
+    """The bound on model calls in flight (always), the daily budget and the provider breaker (with CONTROL_TABLE).
+    A budget in currency without a price for a model the function may call fails the cold start (SettingsError)."""
+    table = settings.control_table
+    ledger = DynamoDBSpendLedger(dynamodb, table) if table and settings.budget_enabled else None
+    breaker = (
+        DynamoDBProviderBreaker(
+            dynamodb,
+            table,
+            failures=settings.breaker_failures,
+            window_seconds=settings.breaker_window_seconds,
+            cooldown_seconds=settings.breaker_cooldown_seconds,
+        )
+        if table and settings.breaker_enabled
+        else None
+    )
+    every = [*profiles.profiles, profiles.default] if profiles is not None else []
+    model_ids = [p.model for p in every if p is not None and p.model]
+    return SpendGuard.from_settings(settings, ledger, breaker, load_prices(settings.pricing_file), model_ids=model_ids)
+
+
 def build_pipeline(settings: Settings, session: boto3.session.Session | None = None) -> Pipeline:
     session = session or boto3.session.Session()
     dynamodb = session.client("dynamodb", config=AWS_CLIENT_CONFIG)
+    profiles = load_profiles_file(settings.profiles_file)  # an invalid file fails the cold start, never an image
     results_bucket = (
         S3ResultsBucket(session.client("s3", config=AWS_CLIENT_CONFIG), settings.results_bucket)
         if settings.results_bucket
@@ -99,7 +125,7 @@ def build_pipeline(settings: Settings, session: boto3.session.Session | None = N
         cache=DynamoDBContentCache(dynamodb, settings.content_cache_table) if settings.content_cache_table else None,
         notifier=SnsNotifier(session.client("sns", config=AWS_CLIENT_CONFIG), settings.results_topic_arn),
         model=build_model(settings),
-        profiles=load_profiles_file(settings.profiles_file),  # an invalid file fails the cold start, never an image
+        profiles=profiles,
         renderer=ChildProcessPageRenderer.from_settings(settings),
         documents=results_bucket,
         work_queue=(
@@ -108,6 +134,7 @@ def build_pipeline(settings: Settings, session: boto3.session.Session | None = N
             else None
         ),
         image_host=results_bucket if settings.model_image_transport == "url" else None,
+        spend_guard=build_spend_guard(settings, dynamodb, profiles),
     )
 
 

@@ -72,6 +72,7 @@ from sightline.records import (
     with_review,
 )
 from sightline.settings import Settings
+from sightline.spend import SpendGuard
 from sightline.text import bounded
 
 RESULTS_PREFIX = "results/"  # keep in step with the results bucket's lifecycle rules (template.yaml)
@@ -221,6 +222,14 @@ class Pipeline:
     documents: DocumentStore | None = None
     work_queue: WorkQueue | None = None
     image_host: ImageHost | None = None
+    # Spend control: every model call goes through it (calls in flight, the daily budget, the provider breaker).
+    spend_guard: SpendGuard | None = None
+
+    def _model(self, options: DescribeOptions) -> VisionModel:
+        """The model as this object's calls see it: bounded, budgeted and paused under its profile's name."""
+        if self.spend_guard is None:
+            return self.model
+        return self.spend_guard.wrap(self.model, options.profile)
 
     def options(self, profile: Profile, metadata: dict[str, str] | None = None) -> DescribeOptions:
         """The profile's options with the object's own overrides (profile, language, context) applied."""
@@ -318,6 +327,10 @@ class Pipeline:
             self.results.release(event, claim_id, _error_name(exc), _error_text(exc), usage)
             raise
         record.update(order_key=order, version_token=version, notified=False)
+        # A forced run applies once: the record remembers the last one, whichever event stores it afterwards.
+        forced_run = event.backfill.run if _forced(event) and event.backfill else previous.get("forced_run")
+        if forced_run:
+            record["forced_run"] = forced_run
         if not self._store(record, claim_id):
             return Outcome("stale", event, reason="a newer event took over this key while it was processed")
         self._notify_once(record, until_ms)
@@ -454,7 +467,7 @@ class Pipeline:
         return describe_image(
             body,
             options,
-            self.model,
+            self._model(options),
             deadline=deadline,
             usage=usage,
             prepare_slots=self.prepare_slots,
@@ -518,7 +531,7 @@ class Pipeline:
 
     def _page_describer(self, options: DescribeOptions, owner: str, event: ObjectEvent) -> PageDescriber:
         return PageDescriber(
-            model=self.model,
+            model=self._model(options),
             options=options,
             cache=self._cache_for(event),
             image_host=self.image_host,
@@ -551,7 +564,7 @@ class Pipeline:
             kind=kind,
             page_count=page_count,
             options=options,
-            model=self.model,
+            model=self._model(options),
             deadline=deadline,
             usage=usage,
             cache=self._cache_for(event),
@@ -733,6 +746,8 @@ class Pipeline:
             self.results.release(event, claim_id, _error_name(exc), _error_text(exc), usage)
             raise
         record.update(order_key=item.order, version_token=item.version, notified=False)
+        if current.get("forced_run"):
+            record["forced_run"] = current["forced_run"]
         if not self._store(record, claim_id):
             return Outcome("stale", event, reason="a newer event took over this key while the document was assembled")
         self._notify_once(record, until_ms)
