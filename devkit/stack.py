@@ -279,6 +279,19 @@ def deploy_stack(
     for bucket_id in (UPLOADS_BUCKET_ID, RESULTS_BUCKET_ID):
         bucket_properties = resolver.resolve(transformed["Resources"][bucket_id].get("Properties", {}))
         _apply_bucket_properties_moto_skips(s3, physical_ids[bucket_id], bucket_properties)
+    # Moto's CloudFormation leaves a table's TTL disabled: apply the template's through the DynamoDB API.
+    dynamodb = client("dynamodb")
+    for logical_id, resource in transformed["Resources"].items():
+        ttl = (
+            resource.get("Properties", {}).get("TimeToLiveSpecification")
+            if resource["Type"] == "AWS::DynamoDB::Table"
+            else None
+        )
+        if ttl and logical_id in physical_ids:
+            dynamodb.update_time_to_live(
+                TableName=physical_ids[logical_id],
+                TimeToLiveSpecification={"AttributeName": ttl["AttributeName"], "Enabled": bool(ttl["Enabled"])},
+            )
 
     function_properties = transformed["Resources"][FUNCTION_ID]["Properties"]
     queue_properties = transformed["Resources"][UPLOADS_QUEUE_ID]["Properties"]
