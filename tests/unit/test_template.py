@@ -26,6 +26,26 @@ CALLS = {
     "UploadsQueue": {"sqs:SendMessage"},
     "ResultsTopic": {"sns:Publish"},
     "ModelApiKeySecret": {"secretsmanager:GetSecretValue"},
+    # Budget counters and the breaker: reserve/settle/count (UpdateItem), the breaker's state (GetItem).
+    "ControlTable": {"dynamodb:GetItem", "dynamodb:UpdateItem"},
+}
+# The other functions: the resumer of parked items, and the S3 Batch Operations entry point.
+OTHER_CALLS = {
+    "ResumeDeferredFunctionRole": {
+        "ResultsTable": {"dynamodb:Query", "dynamodb:GetItem", "dynamodb:UpdateItem"},
+        "UploadsQueue": {"sqs:SendMessage"},
+        "ControlTable": {"dynamodb:GetItem"},
+    },
+    "BatchBackfillFunctionRole": {
+        "ResultsTable": {"dynamodb:GetItem"},
+        "UploadsBucket": {"s3:GetObject", "s3:GetObjectVersion"},
+        "UploadsQueue": {"sqs:SendMessage"},
+    },
+    "BatchOperationsRole": {
+        "BatchBackfillFunction": {"lambda:InvokeFunction"},
+        "UploadsBucket": {"s3:GetObject"},
+        "ResultsBucket": {"s3:PutObject"},
+    },
 }
 
 
@@ -43,8 +63,8 @@ def transformed(sam: dict[str, Any]) -> dict[str, Any]:
     return transform_template(sam)
 
 
-def function_statements(template: dict[str, Any]) -> list[dict[str, Any]]:
-    role = template["Resources"]["DescribeImageFunctionRole"]["Properties"]
+def function_statements(template: dict[str, Any], role_id: str = "DescribeImageFunctionRole") -> list[dict[str, Any]]:
+    role = template["Resources"][role_id]["Properties"]
     return [statement for policy in role.get("Policies", []) for statement in policy["PolicyDocument"]["Statement"]]
 
 
@@ -70,6 +90,22 @@ def test_every_call_the_function_makes_is_granted(transformed: dict[str, Any], l
     granted = actions_on(function_statements(transformed), logical_id)
     missing = sorted(action for action in CALLS[logical_id] if not is_granted(action, granted))
     assert not missing, f"{logical_id}: missing {missing}"
+
+
+@pytest.mark.parametrize(
+    ("role_id", "logical_id"), sorted((role, resource) for role, calls in OTHER_CALLS.items() for resource in calls)
+)
+def test_every_call_the_other_functions_make_is_granted(
+    transformed: dict[str, Any], role_id: str, logical_id: str
+) -> None:
+    granted = actions_on(function_statements(transformed, role_id), logical_id)
+    missing = sorted(action for action in OTHER_CALLS[role_id][logical_id] if not is_granted(action, granted))
+    assert not missing, f"{role_id} on {logical_id}: missing {missing}"
+
+
+def test_batch_operations_may_assume_only_the_backfill_role(transformed: dict[str, Any]) -> None:
+    trust = transformed["Resources"]["BatchOperationsRole"]["Properties"]["AssumeRolePolicyDocument"]["Statement"]
+    assert [statement["Principal"] for statement in trust] == [{"Service": "batchoperations.s3.amazonaws.com"}]
 
 
 def test_every_granted_resource_names_a_resource_of_the_stack(transformed: dict[str, Any]) -> None:
