@@ -116,6 +116,10 @@ def function_env(deployment: Deployment, model: Any, monkeypatch: pytest.MonkeyP
     env.update(MODEL_BASE_URL=model.base_url, MODEL_API_KEY="test-key", MODEL_MAX_ATTEMPTS="1")
     for name, value in env.items():
         monkeypatch.setenv(name, value)
+    import resume_app
+
     get_runtime.cache_clear()
+    resume_app._runtime.cache_clear()
     yield env
     get_runtime.cache_clear()
+    resume_app._runtime.cache_clear()

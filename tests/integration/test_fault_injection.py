@@ -13,15 +13,17 @@ import itertools
 import json
 import random
 import threading
+import time
 from collections import Counter, defaultdict
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote_plus
 
 import pytest
+import resume_app
 
 import app
-from devkit.lambda_emulator import QueueFeeder, s3_notification
+from devkit.lambda_emulator import FakeLambdaContext, QueueFeeder, s3_notification
 from devkit.model_server import ChatRequest, Reply, completion, error_reply
 from sightline.adapters.dynamodb import from_item
 from sightline.ordering import SEQUENCER_WIDTH
@@ -177,6 +179,9 @@ def test_fault_injection_suite(deployment: Deployment, function_env, model, monk
     model.responder.default = flaky
     monkeypatch.setenv("MODEL_TIMEOUT_SECONDS", "0.3")
     monkeypatch.setenv("MODEL_MAX_ATTEMPTS", "2")
+    # Outages open the shared breaker, which parks items instead of dead-lettering them: a short cool-down, and
+    # the resume function run between rounds as its schedule would.
+    monkeypatch.setenv("BREAKER_COOLDOWN_SECONDS", "1")
     resources = deployment.resources
 
     # GIVEN 200 object versions and 12 deletions, their notifications duplicated and shuffled
@@ -201,6 +206,17 @@ def test_fault_injection_suite(deployment: Deployment, function_env, model, monk
         thread.start()
     for thread in threads:
         thread.join()
+    resumed = parked_rounds = 0
+    while any(r.get("status") == "deferred" for r in scan(deployment, resources.table)):
+        parked_rounds += 1
+        assert parked_rounds <= 40, "parked items keep coming back"
+        time.sleep(1.1)  # the cool-down
+        resumed += resume_app.lambda_handler({}, FakeLambdaContext())["resumed"]
+        threads = [threading.Thread(target=lambda f=f: reports.append(f.drain(max_invocations=500))) for f in feeders]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
 
     # THEN every object version ends in exactly one terminal state
     records = {(r["bucket"], r["key"]): r for r in scan(deployment, resources.table)}
@@ -293,6 +309,8 @@ def test_fault_injection_suite(deployment: Deployment, function_env, model, monk
         ("versions failed (with a reason)", states["failed"]),
         ("versions superseded before processing", states["superseded"]),
         ("versions dead-lettered", states["dead-lettered"]),
+        ("items parked by the breaker and resumed", resumed),
+        ("rounds of the resume function", parked_rounds),
         ("versions lost", states["lost"]),
         ("success notifications", sum(1 for n in notifications if n["message"]["status"] == "succeeded")),
         ("deleted notifications", len(deleted_notifications)),
