@@ -222,7 +222,8 @@ def test_results_bucket_lifecycle_expires_page_images_and_work_and_optionally_re
 
     assert all(rule["Status"] == "Enabled" for rule in fixed.values())
     expirations = {rule["Prefix"]: rule["ExpirationInDays"] for rule in fixed.values() if "ExpirationInDays" in rule}
-    assert expirations == {"page-images/": 1, "work/": 7}  # results/ is kept unless a retention is set
+    # results/ is kept unless a retention is set; S3 Batch Operations backfill reports for 90 days
+    assert expirations == {"page-images/": 1, "work/": 7, "batch-reports/": 90}
     assert [rule["AbortIncompleteMultipartUpload"] for rule in fixed.values() if "Prefix" not in rule] == [
         {"DaysAfterInitiation": 1}
     ]
