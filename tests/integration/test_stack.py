@@ -86,7 +86,7 @@ def test_results_bucket_is_private_encrypted_and_expires_temporary_objects(
     }
     assert "Status" not in s3.get_bucket_versioning(Bucket=stack.results_bucket)
     expirations = {rule["Filter"]["Prefix"]: rule["Expiration"]["Days"] for rule in rules if "Expiration" in rule}
-    assert expirations == {"page-images/": 1, "work/": 7}  # results/ is kept by default
+    assert expirations == {"page-images/": 1, "work/": 7, "batch-reports/": 90}  # results/ is kept by default
     assert [
         rule["AbortIncompleteMultipartUpload"]["DaysAfterInitiation"] for rule in rules if not rule["Filter"]["Prefix"]
     ] == [1]
@@ -98,7 +98,7 @@ def test_results_retention_expires_results(aws: boto3.session.Session, moto_endp
     rules = aws.client("s3").get_bucket_lifecycle_configuration(Bucket=stack.results_bucket)["Rules"]
 
     expirations = {rule["Filter"]["Prefix"]: rule["Expiration"]["Days"] for rule in rules if "Expiration" in rule}
-    assert expirations == {"page-images/": 1, "work/": 7, "results/": 30}
+    assert expirations == {"page-images/": 1, "work/": 7, "batch-reports/": 90, "results/": 30}
 
 
 def test_function_environment_names_the_results_bucket_and_work_queue(stack: StackResources) -> None:
