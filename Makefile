@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 export PYTHONPATH := $(CURDIR)/functions/describe_image:$(CURDIR)
 LAYER_DIR ?= $(CURDIR)/.build/layer
 
-.PHONY: help venv run test unit integration lint format validate layer build deploy bench bench-prepare bench-batch bench-streaming bench-documents bench-anchors redrive records ci clean
+.PHONY: help venv run test unit integration lint format validate layer build deploy bench bench-prepare bench-batch bench-streaming bench-documents bench-anchors bench-estimate redrive records ci clean
 
 help:
 	@echo "make run        the whole pipeline locally: moto (AWS) + sample uploads + the real handler"
@@ -15,6 +15,7 @@ help:
 	@echo "make layer      build the Lambda layer for arm64 / Python 3.13 into $(LAYER_DIR) (no Docker)"
 	@echo "make build      sam build (needs the SAM CLI; the layer builds with the same pip command)"
 	@echo "make bench      benchmarks that print figures: image preparation vs libvips and naive Pillow, batch concurrency, streaming"
+	@echo "make bench-estimate  the dry-run estimate against the emulated bill on the sample corpus, bytes read per object"
 	@echo "make records   list records with their reasons (ARGS=\"--status processing\", --json, --stack-name NAME)"
 	@echo "make redrive   move the dead-letter queue back to the uploads queue (ARGS=\"--dry-run\")"
 	@echo "make ci         what .ci/run runs: lint, validate, test"
@@ -66,7 +67,7 @@ $(VENV)/.bench-installed: $(VENV)/.installed requirements-bench.txt
 	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements-bench.txt -c constraints.txt
 	touch $@
 
-bench: bench-prepare bench-batch bench-streaming bench-documents bench-anchors
+bench: bench-prepare bench-batch bench-streaming bench-documents bench-anchors bench-estimate
 
 bench-prepare: $(VENV)/.bench-installed
 	$(PY) -m benchmarks.prepare $(ARGS)
@@ -93,3 +94,6 @@ ci: lint validate test
 
 clean:
 	rm -rf $(VENV) .build .aws-sam .pytest_cache .mypy_cache .ruff_cache .hypothesis
+
+bench-estimate: venv
+	$(PY) -m benchmarks.estimate $(ARGS)
