@@ -13,9 +13,9 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from scripts.redrive_dlq import DEFAULT_STACK_NAME, MissingStackOutputError, stack_outputs
 from sightline.adapters.dynamodb import from_item
-from sightline.records import DELETED, FAILED, PARTIAL, PROCESSING, SUCCEEDED
+from sightline.records import DEFERRED, DELETED, FAILED, PARTIAL, PROCESSING, SUCCEEDED
 
-STATUSES = (FAILED, PARTIAL, PROCESSING, SUCCEEDED, DELETED)
+STATUSES = (FAILED, PARTIAL, PROCESSING, DEFERRED, SUCCEEDED, DELETED)
 STATUS_INDEX = "status-index"  # template.yaml ResultsTable: status (HASH) + processed_at (RANGE)
 
 DEFAULT_LIMIT = 50
