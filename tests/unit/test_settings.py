@@ -56,3 +56,35 @@ def test_suffix_filter_is_case_insensitive() -> None:
     assert settings.accepts_key("c.png")
     assert not settings.accepts_key("notes.txt")
     assert load_settings(BASE).accepts_key("anything")
+
+
+@pytest.mark.parametrize("raw", ["nan", "inf", "-1", "lots"])
+def test_a_budget_limit_must_be_a_finite_number_of_at_least_zero(raw: str) -> None:
+
+    with pytest.raises(SettingsError, match="BUDGET_DAILY_LIMIT"):
+        load_settings({"RESULTS_TABLE": "t", "RESULTS_TOPIC_ARN": "a", "BUDGET_DAILY_LIMIT": raw})
+
+
+@pytest.mark.parametrize("raw", ["alt-text", "alt-text=0", "alt-text=nan", "=5", "a=1,a=2"])
+def test_profile_limits_are_name_limit_pairs_above_zero_each_named_once(raw: str) -> None:
+
+    with pytest.raises(SettingsError, match="BUDGET_PROFILE_LIMITS"):
+        load_settings({"RESULTS_TABLE": "t", "RESULTS_TOPIC_ARN": "a", "BUDGET_PROFILE_LIMITS": raw})
+
+
+def test_spend_settings_are_read_with_their_defaults() -> None:
+
+    settings = load_settings(
+        {
+            "RESULTS_TABLE": "t",
+            "RESULTS_TOPIC_ARN": "a",
+            "CONTROL_TABLE": "c",
+            "BUDGET_DAILY_LIMIT": "2.5",
+            "BUDGET_UNIT": "USD",
+            "BUDGET_PROFILE_LIMITS": "alt-text=1, documents=4",
+        }
+    )
+    assert (settings.budget_daily_limit, settings.budget_unit) == (2.5, "usd")
+    assert settings.budget_profile_limits == (("alt-text", 1.0), ("documents", 4.0))
+    assert settings.budget_enabled and settings.breaker_enabled and settings.model_concurrency == 10
+    assert not load_settings({"RESULTS_TABLE": "t", "RESULTS_TOPIC_ARN": "a"}).budget_enabled

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -181,7 +182,7 @@ def _profile_limits(env: Mapping[str, str]) -> tuple[tuple[str, float], ...]:
             value = float(raw) if sep and name else -1.0
         except ValueError:
             value = -1.0
-        if value <= 0 or value != value or value == float("inf"):
+        if not math.isfinite(value) or value <= 0:
             raise SettingsError(f"{BUDGET_PROFILE_LIMITS} must be name=limit pairs with limits above 0, got {part!r}")
         if name in limits:
             raise SettingsError(f"{BUDGET_PROFILE_LIMITS} names the profile {name!r} twice")
@@ -211,6 +212,9 @@ def load_settings(env: Mapping[str, str] | None = None, *, require_stack: bool =
     if transport == "url" and not env.get(RESULTS_BUCKET, "").strip():
         raise SettingsError(f"{MODEL_IMAGE_TRANSPORT}=url needs {RESULTS_BUCKET}: the images are staged there")
     suffixes = tuple(s.strip().lower() for s in env.get(OBJECT_KEY_SUFFIXES, "").split(",") if s.strip())
+    budget_limit: float = _number(env, BUDGET_DAILY_LIMIT, 0.0, 0.0, float)
+    if not math.isfinite(budget_limit):
+        raise SettingsError(f"{BUDGET_DAILY_LIMIT} must be a finite number, got {env.get(BUDGET_DAILY_LIMIT)!r}")
     return Settings(
         results_table=stack(env, RESULTS_TABLE),
         results_topic_arn=stack(env, RESULTS_TOPIC_ARN),
@@ -242,7 +246,7 @@ def load_settings(env: Mapping[str, str] | None = None, *, require_stack: bool =
         render_document_seconds=_number(env, RENDER_DOCUMENT_SECONDS, 90.0, 1.0, float),
         model_concurrency=_bounded_number(env, MODEL_CONCURRENCY, 10, 1, 256),
         control_table=env.get(CONTROL_TABLE, "").strip() or None,
-        budget_daily_limit=_number(env, BUDGET_DAILY_LIMIT, 0.0, 0.0, float),
+        budget_daily_limit=budget_limit,
         budget_unit=_choice(env, BUDGET_UNIT, BUDGET_UNITS, "tokens"),  # type: ignore[arg-type]
         budget_profile_limits=_profile_limits(env),
         breaker_failures=_number(env, BREAKER_FAILURES, 20, 0),
