@@ -329,3 +329,36 @@ def test_the_reader_serves_reads_from_its_cache_and_fetches_only_what_is_missing
     assert reader.read() == body[-10:]
     assert reader.read_at(len(body) + 5, 10) == b""
     assert len(counting.ranges) == 2 and reader.bytes_read == counting.served
+
+
+def test_the_sample_corpus_is_estimated_from_its_headers_without_a_full_download(s3: Any) -> None:
+    """The dry run on `make run`'s samples: every shape is read, never by downloading an object whole (only an
+    object smaller than the first block is read entirely), and objects the pipeline refuses cost nothing."""
+    from devkit.samples import build_samples
+    from sightline.describe import DescribeOptions
+    from sightline.estimate import estimate_object
+    from sightline.pricing import load_prices
+    from sightline.settings import Settings
+
+    settings = Settings(results_table="t", results_topic_arn="a")
+    price = load_prices().for_model(settings.model_id)
+    total_size = total_read = 0
+    for sample in build_samples():
+        if not sample.body:  # an empty object is refused from its size: no request at all
+            s3.put_object(Bucket=BUCKET, Key=sample.key, Body=b"")
+            found = probe_object(s3, BUCKET, sample.key, size=0)
+            assert found.bytes_read == 0 and found.shape.refusal is not None
+            continue
+        found, _ = probe(s3, sample.key, sample.body, size=len(sample.body))
+        total_size += len(sample.body)
+        total_read += found.bytes_read
+        if len(sample.body) > HEAD_BYTES:
+            assert found.bytes_read < len(sample.body), f"{sample.key} was downloaded whole"
+        assert found.bytes_read <= HEAD_BYTES, f"{sample.key}: {found.bytes_read} bytes read for its header"
+        estimate = estimate_object(found.shape, DescribeOptions(model_id=settings.model_id), settings, price)
+        if found.shape.refusal is not None:
+            assert estimate.requests == 0 and estimate.total_tokens == 0, sample.key
+        else:
+            assert found.shape.kind != "unknown" and estimate.exact_shape, (sample.key, found.shape)
+            assert estimate.requests >= 1 and estimate.image_tokens > 0, sample.key
+    assert total_read < total_size / 2
