@@ -217,7 +217,7 @@ def test_main_rejects_half_a_queue_pair(capsys) -> None:
 
 
 def test_the_scripts_know_every_status_the_function_writes() -> None:
-    assert set(list_records_script.STATUSES) == {records.PROCESSING, *records.TERMINAL}
+    assert set(list_records_script.STATUSES) == {records.PROCESSING, records.DEFERRED, *records.TERMINAL}
 
 
 def test_failed_records_are_listed_newest_first_and_retries_with_their_last_error(
