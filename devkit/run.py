@@ -17,11 +17,14 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Iterable, Iterator
+from pathlib import Path
 from typing import Any
 
 import boto3
 
 REGION = "us-east-1"
+REPO = Path(__file__).resolve().parent.parent
+GALLERY_DIR = REPO / ".build" / "gallery"  # `make run` writes the review gallery of its samples here
 
 
 def free_port() -> int:
@@ -232,6 +235,25 @@ def _profile_summary(records: Iterable[dict[str, Any]]) -> list[str]:
     return lines
 
 
+def write_sample_gallery(records: list[dict[str, Any]], s3_client: Any, out_dir: Path = GALLERY_DIR) -> Path:
+    """The review gallery of the run's records (`sightline report`'s page), thumbnails read from the bucket."""
+    from sightline.pricing import load_prices
+    from sightline.profiles import load_profiles_file
+    from sightline.settings import load_settings
+    from sightline_cli.report import write_gallery
+
+    settings = load_settings(require_stack=False)
+    return write_gallery(
+        records,
+        s3_client=s3_client,
+        out_dir=out_dir,
+        profiles=load_profiles_file(settings.profiles_file),
+        prices=load_prices(settings.pricing_file),
+        settings=settings,
+        source="the local run's results table",
+    )
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--json", action="store_true", help="print records and notifications as JSON")
@@ -303,12 +325,14 @@ def main(argv: list[str] | None = None) -> int:
                 message = notification["message"]
                 print(f"  {json.dumps(notification['attributes'])}  {message['key']}")
 
+        gallery = write_sample_gallery(list(records.values()), s3)
         dead_letters = queue_depth(session.client("sqs"), stack.dlq_url)
         mismatches = [key for key, status in expected.items() if records.get(key, {}).get("status") != status]
         print(
             f"\n{len(records)} records, {len(notifications)} notifications, {dead_letters} in the dead-letter queue;"
             f" {len(expected) - len(mismatches)}/{len(expected)} samples ended as expected."
         )
+        print(f"\nThe review gallery of the samples, to open in a browser:\n  {gallery}")
         return 1 if mismatches or len(notifications) != len(records) else 0
 
 

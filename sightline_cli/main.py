@@ -16,7 +16,9 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     ),
     "usage": ("sightline_cli.usage", "billed tokens and cost from the records, beside the estimate"),
     "budget": ("sightline_cli.budget", "the day's spend against the caps, the provider breaker; resume deferred items"),
-    "review": ("sightline_cli.review", "set a reviewed alt text that no re-description overwrites"),
+    "report": ("sightline_cli.report", "a static HTML gallery to review alt text and captions (opens from disk)"),
+    "export": ("sightline_cli.export", "one row per object version for a CMS import (csv or jsonl)"),
+    "review": ("sightline_cli.review", "set reviewed alt text (one key, or a review file from the gallery)"),
 }
 
 
