@@ -15,8 +15,15 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from sightline.composition import Runtime, get_runtime
 from sightline.errors import ConfigurationError, SettingsError, SightlineError
-from sightline.events import ObjectEvent, PageRangeItem, parse_queue_message_body, parse_s3_notification
+from sightline.events import (
+    ObjectEvent,
+    PageRangeItem,
+    UnrecognizedEventError,
+    parse_queue_message_body,
+    parse_s3_notification,
+)
 from sightline.pipeline import Outcome
+from sightline.text import bounded
 
 logger = Logger()
 tracer = Tracer()
@@ -126,6 +133,22 @@ async def _process_events(
     return outcomes
 
 
+# Enough of an unrecognized message's body to tell what sent it, never the whole (it may be large).
+UNRECOGNIZED_BODY_PREVIEW_BYTES = 500
+
+
+def _log_unrecognized(message_id: str, body: str, exc: UnrecognizedEventError) -> None:
+    metrics.add_metric(name="UnrecognizedMessages", unit=MetricUnit.Count, value=1)
+    logger.warning(
+        "queue message is not an S3 event: it goes to the dead-letter queue",
+        extra={
+            "message_id": message_id,
+            "reason": exc.message,
+            "body_preview": bounded(body or "", UNRECOGNIZED_BODY_PREVIEW_BYTES),
+        },
+    )
+
+
 @logger.inject_lambda_context(clear_state=True)
 @tracer.capture_lambda_handler
 @metrics.log_metrics
@@ -146,7 +169,13 @@ def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, A
         processor = AsyncBatchProcessor(event_type=EventType.SQS, raise_on_entire_batch_failure=False)
 
         async def handle_message(record: SQSRecord) -> None:
-            await _process_events(runtime, parse_queue_message_body(record.body), deadline)
+            try:
+                work = parse_queue_message_body(record.body)
+            except UnrecognizedEventError as exc:
+                # The batch processor logs nothing: say what arrived, then let it fail into the DLQ for a person.
+                _log_unrecognized(record.message_id, record.body, exc)
+                raise
+            await _process_events(runtime, work, deadline)
 
         # Failed messages are reported as batchItemFailures; SQS redelivers only those.
         return dict(async_process_partial_response(event, handle_message, processor, context))

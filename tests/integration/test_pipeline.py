@@ -333,10 +333,26 @@ def test_test_event_and_multi_record_message(deployment: Deployment, function_en
     assert deployment.record("inbox/b c.png")["status"] == "succeeded"
 
 
-def test_unrecognised_message_is_reported_as_a_batch_failure(deployment: Deployment, function_env, model) -> None:
-    messages = [{"MessageId": "m-1", "ReceiptHandle": "r-1", "Body": "not an s3 event"}]
+def test_unrecognised_message_is_reported_as_a_batch_failure(
+    deployment: Deployment, function_env, model, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    counted: list[str] = []
+    add_metric = app.metrics.add_metric
+    monkeypatch.setattr(app.metrics, "add_metric", lambda **kw: (counted.append(kw["name"]), add_metric(**kw))[1])
+    body = '{"source": "aws.s3", "detail-type": "Object Created", "detail": {"padding": "' + "x" * 5000 + '"}}'
+    messages = [
+        {"MessageId": "m-1", "ReceiptHandle": "r-1", "Body": "not an s3 event"},
+        {"MessageId": "m-2", "ReceiptHandle": "r-2", "Body": body},
+    ]
     result = app.lambda_handler(lambda_sqs_event(messages, deployment.resources.queue_arn), FakeLambdaContext())
-    assert result == {"batchItemFailures": [{"itemIdentifier": "m-1"}]}
+    assert result == {"batchItemFailures": [{"itemIdentifier": "m-1"}, {"itemIdentifier": "m-2"}]}
+    # Not silent: each is logged at WARNING with why and what it began with (bounded), and counted.
+    warnings = [r for r in caplog.records if r.getMessage().startswith("queue message is not an S3 event")]
+    assert [(r.levelname, r.message_id) for r in warnings] == [("WARNING", "m-1"), ("WARNING", "m-2")]  # type: ignore[attr-defined]
+    assert warnings[0].reason == "message body is not JSON"  # type: ignore[attr-defined]
+    preview = warnings[1].body_preview  # type: ignore[attr-defined]
+    assert preview.startswith('{"source": "aws.s3"') and len(preview.encode()) <= 500
+    assert counted.count("UnrecognizedMessages") == 2
 
 
 def test_missing_table_setting_fails_at_cold_start(deployment: Deployment, function_env, monkeypatch) -> None:
