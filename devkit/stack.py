@@ -48,8 +48,8 @@ FUNCTION_ID = "DescribeImageFunction"
 
 # Resource types the local stack leaves out. Moto would try to run the function in Docker for an event
 # source mapping, and creates no secret; the code, its role and its permissions have no local use. Moto
-# 5.2's CloudFormation skips the policies and the alarm (it lists them as resources without a logical
-# id), and it does not enforce resource policies anyway.
+# 5.2's CloudFormation skips the policies, the alarms and the alarm topic's (optional) email subscription
+# (it lists them as resources without a logical id), and it does not enforce resource policies anyway.
 UNDEPLOYABLE_RESOURCE_TYPES = frozenset(
     {
         "AWS::Lambda::Function",
@@ -61,6 +61,7 @@ UNDEPLOYABLE_RESOURCE_TYPES = frozenset(
         "AWS::S3::BucketPolicy",
         "AWS::SQS::QueuePolicy",
         "AWS::CloudWatch::Alarm",
+        "AWS::SNS::Subscription",
     }
 )
 
@@ -375,7 +376,9 @@ def _apply_bucket_properties_moto_skips(s3: Any, bucket: str, properties: Mappin
 
 # CloudFormation's lifecycle rule properties that _lifecycle_rule translates; any other one is refused rather
 # than silently left out of the local bucket.
-_LIFECYCLE_RULE_PROPERTIES = frozenset({"Id", "Status", "Prefix", "ExpirationInDays", "AbortIncompleteMultipartUpload"})
+_LIFECYCLE_RULE_PROPERTIES = frozenset(
+    {"Id", "Status", "Prefix", "ExpirationInDays", "AbortIncompleteMultipartUpload", "NoncurrentVersionExpiration"}
+)
 
 
 def _lifecycle_rule(rule: Mapping[str, Any]) -> dict[str, Any]:
@@ -391,6 +394,14 @@ def _lifecycle_rule(rule: Mapping[str, Any]) -> dict[str, Any]:
     if "AbortIncompleteMultipartUpload" in rule:
         days = int(rule["AbortIncompleteMultipartUpload"]["DaysAfterInitiation"])
         api_rule["AbortIncompleteMultipartUpload"] = {"DaysAfterInitiation": days}
+    if "NoncurrentVersionExpiration" in rule:
+        noncurrent = rule["NoncurrentVersionExpiration"]
+        unsupported = set(noncurrent) - {"NoncurrentDays"}
+        if unsupported:
+            raise TemplateResolutionError(
+                f"NoncurrentVersionExpiration properties not supported locally: {sorted(unsupported)}"
+            )
+        api_rule["NoncurrentVersionExpiration"] = {"NoncurrentDays": int(noncurrent["NoncurrentDays"])}
     return api_rule
 
 

@@ -101,6 +101,32 @@ def test_results_retention_expires_results(aws: boto3.session.Session, moto_endp
     assert expirations == {"page-images/": 1, "work/": 7, "batch-reports/": 90, "results/": 30}
 
 
+def test_uploads_bucket_aborts_multipart_uploads_and_expires_previous_versions(
+    aws: boto3.session.Session, stack: StackResources
+) -> None:
+    s3 = aws.client("s3")
+    rules = {rule["ID"]: rule for rule in s3.get_bucket_lifecycle_configuration(Bucket=stack.bucket)["Rules"]}
+
+    assert s3.get_bucket_versioning(Bucket=stack.bucket)["Status"] == "Enabled"
+    assert set(rules) == {"AbortIncompleteMultipartUploads", "ExpireNoncurrentVersions"}
+    assert all(rule["Status"] == "Enabled" and rule["Filter"]["Prefix"] == "" for rule in rules.values())
+    assert rules["AbortIncompleteMultipartUploads"]["AbortIncompleteMultipartUpload"] == {"DaysAfterInitiation": 7}
+    assert rules["ExpireNoncurrentVersions"]["NoncurrentVersionExpiration"]["NoncurrentDays"] == 30
+    assert "Expiration" not in rules["ExpireNoncurrentVersions"]  # current versions are kept
+
+
+def test_uploads_previous_versions_are_kept_when_the_expiry_is_zero(
+    aws: boto3.session.Session, moto_endpoint: str
+) -> None:
+    stack = deploy_stack(aws, endpoint_url=moto_endpoint, parameters={"UploadsNoncurrentVersionDays": "0"})
+    rules = aws.client("s3").get_bucket_lifecycle_configuration(Bucket=stack.bucket)["Rules"]
+
+    assert [(rule["ID"], rule["AbortIncompleteMultipartUpload"]) for rule in rules] == [
+        ("AbortIncompleteMultipartUploads", {"DaysAfterInitiation": 7})
+    ]
+    assert not any("NoncurrentVersionExpiration" in rule for rule in rules)
+
+
 def test_function_environment_names_the_results_bucket_and_work_queue(stack: StackResources) -> None:
     environment = stack.function_environment
 
@@ -109,3 +135,5 @@ def test_function_environment_names_the_results_bucket_and_work_queue(stack: Sta
     assert environment["DOCUMENT_RANGE_PAGES"] == "8"
     assert environment["DOCUMENT_MAX_PAGES"] == "500"
     assert environment["MODEL_IMAGE_TRANSPORT"] == "base64"
+    # The metrics' `service` dimension is the stack's own (the alarms and the dashboard name the same value).
+    assert environment["POWERTOOLS_SERVICE_NAME"] == "sightline-sightline"

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import ast
 import json
 import re
 from fnmatch import fnmatchcase
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -294,3 +296,314 @@ def test_visibility_timeout_is_at_least_six_function_timeouts(sam: dict[str, Any
     timeouts = sam["Parameters"]["FunctionTimeout"]["AllowedValues"]
     mapping = sam["Mappings"]["QueueSettings"]
     assert all(mapping[str(t)]["VisibilityTimeout"] >= 6 * int(t) for t in timeouts)
+
+
+# --- Alarms, metrics and the dashboard -------------------------------------------------------------------------------
+
+FUNCTION_CODE = DEFAULT_TEMPLATE_PATH.parent / "functions" / "describe_image"
+# The stack's own value of the metrics' `service` dimension (powertools takes it from POWERTOOLS_SERVICE_NAME).
+SERVICE_DIMENSION = "sightline-${AWS::StackName}"
+ALARM_TOPIC = {"Ref": "AlarmTopic"}
+# Alarm -> (namespace, metric, dimension name, dimension value, statistic, threshold)
+ALARMS = {
+    "DeadLetterQueueAlarm": (
+        "AWS/SQS",
+        "ApproximateNumberOfMessagesVisible",
+        "QueueName",
+        {"Fn::GetAtt": ["UploadsDeadLetterQueue", "QueueName"]},
+        "Maximum",
+        0,
+    ),
+    "UploadsQueueAgeAlarm": (
+        "AWS/SQS",
+        "ApproximateAgeOfOldestMessage",
+        "QueueName",
+        {"Fn::GetAtt": ["UploadsQueue", "QueueName"]},
+        "Maximum",
+        15 * 60,
+    ),
+    "DescribeImageFunctionErrorsAlarm": (
+        "AWS/Lambda",
+        "Errors",
+        "FunctionName",
+        {"Ref": "DescribeImageFunction"},
+        "Sum",
+        0,
+    ),
+    "DescribeImageFunctionThrottlesAlarm": (
+        "AWS/Lambda",
+        "Throttles",
+        "FunctionName",
+        {"Ref": "DescribeImageFunction"},
+        "Sum",
+        0,
+    ),
+    "ConfigurationErrorAlarm": (
+        "Sightline",
+        "ConfigurationErrors",
+        "service",
+        {"Fn::Sub": SERVICE_DIMENSION},
+        "Sum",
+        0,
+    ),
+    "BudgetCapAlarm": ("Sightline", "BudgetCapReached", "service", {"Fn::Sub": SERVICE_DIMENSION}, "Sum", 0),
+    "ProviderPausedAlarm": ("Sightline", "ProviderPaused", "service", {"Fn::Sub": SERVICE_DIMENSION}, "Sum", 0),
+}
+
+
+def emitted_metric_names(path: Path) -> set[str]:
+    """The metric names a function module emits: the values of its *_METRICS tables and add_metric(name="...")."""
+    names: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.Assign) and any(
+            isinstance(target, ast.Name) and target.id.endswith("_METRICS") for target in node.targets
+        ):
+            assert isinstance(node.value, ast.Dict), ast.dump(node)
+            names.update(ast.literal_eval(value) for value in node.value.values)
+        elif isinstance(node, ast.Call) and getattr(node.func, "attr", None) == "add_metric":
+            for keyword in node.keywords:
+                if keyword.arg == "name" and isinstance(keyword.value, ast.Constant):
+                    names.add(keyword.value.value)
+    return names
+
+
+@pytest.fixture(scope="module")
+def emitted() -> set[str]:
+    names = emitted_metric_names(FUNCTION_CODE / "app.py") | emitted_metric_names(FUNCTION_CODE / "resume_app.py")
+    # The parse found the tables and the literal calls, not just some of them.
+    assert {"ImagesDescribed", "ItemsDeferred", "BudgetCapReached", "ConfigurationErrors", "ModelLatency"} <= names
+    assert {"DeferredResumed", "DeferredWaiting"} <= names
+    return names
+
+
+def alarms(template: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    return {
+        logical_id: resource["Properties"]
+        for logical_id, resource in template["Resources"].items()
+        if resource["Type"] == "AWS::CloudWatch::Alarm"
+    }
+
+
+def test_the_metrics_service_dimension_is_per_stack(sam: dict[str, Any], transformed: dict[str, Any]) -> None:
+    variables = sam["Globals"]["Function"]["Environment"]["Variables"]
+    assert variables["POWERTOOLS_SERVICE_NAME"] == {"Fn::Sub": SERVICE_DIMENSION}
+    assert variables["POWERTOOLS_METRICS_NAMESPACE"] == "Sightline"
+    for function_id in ("DescribeImageFunction", "ResumeDeferredFunction"):
+        function_variables = transformed["Resources"][function_id]["Properties"]["Environment"]["Variables"]
+        assert function_variables["POWERTOOLS_SERVICE_NAME"] == {"Fn::Sub": SERVICE_DIMENSION}, function_id
+
+
+def test_the_operator_alarms_exist(sam: dict[str, Any]) -> None:
+    assert set(alarms(sam)) == set(ALARMS)
+
+
+@pytest.mark.parametrize("alarm_id", sorted(ALARMS))
+def test_alarm_watches_its_metric(sam: dict[str, Any], alarm_id: str) -> None:
+    alarm = alarms(sam)[alarm_id]
+    namespace, metric, dimension, value, statistic, threshold = ALARMS[alarm_id]
+
+    assert (alarm["Namespace"], alarm["MetricName"]) == (namespace, metric)
+    assert alarm["Dimensions"] == [{"Name": dimension, "Value": value}]
+    assert (alarm["Statistic"], alarm["Threshold"], alarm["ComparisonOperator"]) == (
+        statistic,
+        threshold,
+        "GreaterThanThreshold",
+    )
+
+
+@pytest.mark.parametrize("alarm_id", sorted(ALARMS))
+def test_every_alarm_notifies_the_alarm_topic(sam: dict[str, Any], alarm_id: str) -> None:
+    alarm = alarms(sam)[alarm_id]
+
+    assert alarm["AlarmActions"] == [ALARM_TOPIC]
+    assert alarm["OKActions"] == [ALARM_TOPIC]
+    assert alarm["TreatMissingData"] == "notBreaching"
+    assert len(alarm["AlarmDescription"]) > 40, "say what happened and where to look"
+
+
+def test_every_custom_metric_alarm_uses_the_stacks_service_dimension(sam: dict[str, Any], emitted: set[str]) -> None:
+    custom = {
+        logical_id: alarm for logical_id, alarm in alarms(sam).items() if not alarm["Namespace"].startswith("AWS/")
+    }
+    assert set(custom) == {"ConfigurationErrorAlarm", "BudgetCapAlarm", "ProviderPausedAlarm"}
+    service = sam["Globals"]["Function"]["Environment"]["Variables"]["POWERTOOLS_SERVICE_NAME"]
+    for logical_id, alarm in custom.items():
+        assert (
+            alarm["Namespace"] == sam["Globals"]["Function"]["Environment"]["Variables"]["POWERTOOLS_METRICS_NAMESPACE"]
+        )
+        assert alarm["Dimensions"] == [{"Name": "service", "Value": service}], logical_id
+        assert alarm["MetricName"] in emitted, logical_id
+
+
+def test_the_alarm_topic_is_encrypted_with_a_key_cloudwatch_may_use(sam: dict[str, Any]) -> None:
+    """CloudWatch publishes as a service principal, which alias/aws/sns does not admit: alarms would be dropped."""
+    resources = sam["Resources"]
+    assert resources["AlarmTopic"]["Type"] == "AWS::SNS::Topic"
+    assert resources["AlarmTopic"]["Properties"]["KmsMasterKeyId"] == {"Ref": "AlarmTopicKey"}
+    key = resources["AlarmTopicKey"]
+    assert key["Type"] == "AWS::KMS::Key"
+    assert key["Properties"]["EnableKeyRotation"] is True
+    statements = key["Properties"]["KeyPolicy"]["Statement"]
+    cloudwatch = [s for s in statements if s["Principal"] == {"Service": "cloudwatch.amazonaws.com"}]
+    assert len(cloudwatch) == 1
+    assert cloudwatch[0]["Effect"] == "Allow"
+    assert set(listed(cloudwatch[0]["Action"])) == {"kms:Decrypt", "kms:GenerateDataKey*"}
+    # The account keeps administering its key (without this statement the key becomes unmanageable).
+    assert any(
+        s["Principal"] == {"AWS": {"Fn::Sub": "arn:${AWS::Partition}:iam::${AWS::AccountId}:root"}} for s in statements
+    )
+    assert sam["Outputs"]["AlarmTopicArn"]["Value"] == ALARM_TOPIC
+
+
+def test_the_alarm_email_subscription_is_created_only_when_an_address_is_given(sam: dict[str, Any]) -> None:
+    subscriptions = {
+        logical_id: resource
+        for logical_id, resource in sam["Resources"].items()
+        if resource["Type"] == "AWS::SNS::Subscription"
+    }
+    assert list(subscriptions) == ["AlarmEmailSubscription"]
+    subscription = subscriptions["AlarmEmailSubscription"]
+
+    assert subscription["Properties"] == {
+        "TopicArn": ALARM_TOPIC,
+        "Protocol": "email",
+        "Endpoint": {"Ref": "AlarmEmail"},
+    }
+    assert sam["Conditions"][subscription["Condition"]] == {"Fn::Not": [{"Fn::Equals": [{"Ref": "AlarmEmail"}, ""]}]}
+    parameter = sam["Parameters"]["AlarmEmail"]
+    assert (parameter["Type"], parameter["Default"]) == ("String", "")
+    pattern = re.compile(parameter["AllowedPattern"])
+    assert pattern.fullmatch("") and pattern.fullmatch("ops@example.com")
+    assert not pattern.fullmatch("ops@example") and not pattern.fullmatch("a@example.com,b@example.com")
+
+
+def dashboard_metrics(body: dict[str, Any]) -> list[tuple[str, str, dict[str, str], dict[str, Any]]]:
+    """(namespace, name, dimensions, options) of every metric of the dashboard's metric widgets."""
+    metrics = []
+    for widget in body["widgets"]:
+        if widget["type"] != "metric":
+            continue
+        for row in widget["properties"]["metrics"]:
+            options = row[-1] if isinstance(row[-1], dict) else {}
+            fields = row[:-1] if options else row
+            assert all(isinstance(field, str) and field != "..." for field in fields), row  # no shorthand rows
+            namespace, name, *pairs = fields
+            assert len(pairs) % 2 == 0, row
+            metrics.append((namespace, name, dict(zip(pairs[::2], pairs[1::2], strict=True)), options))
+    return metrics
+
+
+@pytest.fixture(scope="module")
+def dashboard(sam: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+    resource = sam["Resources"]["Dashboard"]
+    assert resource["Type"] == "AWS::CloudWatch::Dashboard"
+    text = resource["Properties"]["DashboardBody"]["Fn::Sub"]
+    return text, json.loads(text)
+
+
+def test_the_dashboard_substitutes_only_names_the_stack_has(sam: dict[str, Any], dashboard: tuple[str, Any]) -> None:
+    text, _ = dashboard
+    for name in re.findall(r"\$\{([^!}][^}]*)\}", text):
+        assert name.startswith("AWS::") or name.split(".", 1)[0] in sam["Resources"], name
+
+
+def test_the_dashboard_shows_the_pipeline_metrics_the_code_emits(dashboard: tuple[str, Any], emitted: set[str]) -> None:
+    metrics = dashboard_metrics(dashboard[1])
+    custom = [
+        (name, dimensions, options) for namespace, name, dimensions, options in metrics if namespace == "Sightline"
+    ]
+
+    assert all(dimensions == {"service": SERVICE_DIMENSION} for _, dimensions, _ in custom), custom
+    shown = {name for name, _, _ in custom}
+    assert shown <= emitted, sorted(shown - emitted)
+    expected = {
+        "ImagesDescribed",
+        "ImagesFailed",
+        "DocumentsPartial",
+        "ContentCacheHits",
+        "ItemsDeferred",
+        "PromptTokens",
+        "CompletionTokens",
+        "ModelLatency",
+    }
+    assert expected <= shown, sorted(expected - shown)
+    assert {options.get("stat") for name, _, options in custom if name == "ModelLatency"} == {"p50", "p90"}
+
+
+def test_the_dashboard_shows_the_queues_and_the_function(dashboard: tuple[str, Any]) -> None:
+    shown = {
+        (namespace, name, tuple(sorted(dimensions.items())))
+        for namespace, name, dimensions, _ in dashboard_metrics(dashboard[1])
+        if namespace.startswith("AWS/")
+    }
+    queue = (("QueueName", "${UploadsQueue.QueueName}"),)
+    dead_letter_queue = (("QueueName", "${UploadsDeadLetterQueue.QueueName}"),)
+    function = (("FunctionName", "${DescribeImageFunction}"),)
+    assert {
+        ("AWS/SQS", "ApproximateNumberOfMessagesVisible", queue),
+        ("AWS/SQS", "ApproximateAgeOfOldestMessage", queue),
+        ("AWS/SQS", "ApproximateNumberOfMessagesVisible", dead_letter_queue),
+        ("AWS/Lambda", "Duration", function),
+        ("AWS/Lambda", "Errors", function),
+        ("AWS/Lambda", "Throttles", function),
+        ("AWS/Lambda", "ConcurrentExecutions", function),
+    } <= shown
+
+
+def test_the_dashboard_lists_every_alarm_and_is_an_output(sam: dict[str, Any], dashboard: tuple[str, Any]) -> None:
+    widgets = [widget for widget in dashboard[1]["widgets"] if widget["type"] == "alarm"]
+    assert [set(widget["properties"]["alarms"]) for widget in widgets] == [{f"${{{alarm}.Arn}}" for alarm in ALARMS}]
+    assert sam["Outputs"]["DashboardName"]["Value"] == {"Ref": "Dashboard"}
+    assert "${Dashboard}" in sam["Outputs"]["DashboardUrl"]["Value"]["Fn::Sub"]
+
+
+# --- Storage hygiene ---------------------------------------------------------------------------------------------------
+
+
+def test_uploads_bucket_lifecycle_aborts_multipart_uploads_and_optionally_expires_old_versions(
+    sam: dict[str, Any],
+) -> None:
+    properties = sam["Resources"]["UploadsBucket"]["Properties"]
+    assert properties["VersioningConfiguration"] == {"Status": "Enabled"}
+    rules = properties["LifecycleConfiguration"]["Rules"]
+    fixed = [rule for rule in rules if "Fn::If" not in rule]
+    conditional = [rule["Fn::If"] for rule in rules if "Fn::If" in rule]
+
+    assert fixed == [
+        {
+            "Id": "AbortIncompleteMultipartUploads",
+            "Status": "Enabled",
+            "AbortIncompleteMultipartUpload": {"DaysAfterInitiation": 7},
+        }
+    ]
+    assert len(conditional) == 1
+    condition, if_expiring, otherwise = conditional[0]
+    assert sam["Conditions"][condition] == {"Fn::Not": [{"Fn::Equals": [{"Ref": "UploadsNoncurrentVersionDays"}, "0"]}]}
+    assert if_expiring == {
+        "Id": "ExpireNoncurrentVersions",
+        "Status": "Enabled",
+        "NoncurrentVersionExpiration": {"NoncurrentDays": {"Ref": "UploadsNoncurrentVersionDays"}},
+    }
+    assert otherwise == {"Ref": "AWS::NoValue"}
+    assert sam["Parameters"]["UploadsNoncurrentVersionDays"] | {"Description": ""} == {
+        "Type": "Number",
+        "Default": 30,
+        "MinValue": 0,
+        "Description": "",
+    }
+
+
+def test_only_the_results_table_has_point_in_time_recovery(sam: dict[str, Any]) -> None:
+    tables = {
+        logical_id: resource["Properties"]
+        for logical_id, resource in sam["Resources"].items()
+        if resource["Type"] == "AWS::DynamoDB::Table"
+    }
+    recovered = {
+        logical_id
+        for logical_id, properties in tables.items()
+        if properties.get("PointInTimeRecoverySpecification", {}).get("PointInTimeRecoveryEnabled")
+    }
+    # The content cache and the control table hold what is rebuilt (a description) or expires within a day.
+    assert recovered == {"ResultsTable"}
+    assert "PointInTimeRecoverySpecification" not in tables["ContentCacheTable"]
