@@ -23,6 +23,7 @@ from sightline.events import (
     parse_s3_notification,
 )
 from sightline.pipeline import Outcome
+from sightline.redaction import redact
 from sightline.text import bounded
 
 logger = Logger()
@@ -117,7 +118,12 @@ async def _process_events(
             error_type = result.error_type if isinstance(result, SightlineError) else type(result).__name__
             logger.warning(
                 "object will be retried",
-                extra={"bucket": event.bucket, "key": event.key, "error_type": error_type, "error": str(result)},
+                extra={
+                    "bucket": event.bucket,
+                    "key": event.key,
+                    "error_type": error_type,
+                    "error": redact(str(result)),
+                },
             )
             metrics.add_metric(name="TransientFailures", unit=MetricUnit.Count, value=1)
             if isinstance(result, ConfigurationError):
@@ -144,7 +150,7 @@ def _log_unrecognized(message_id: str, body: str, exc: UnrecognizedEventError) -
         extra={
             "message_id": message_id,
             "reason": exc.message,
-            "body_preview": bounded(body or "", UNRECOGNIZED_BODY_PREVIEW_BYTES),
+            "body_preview": redact(bounded(body or "", UNRECOGNIZED_BODY_PREVIEW_BYTES)),
         },
     )
 
@@ -157,7 +163,7 @@ def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, A
         runtime = get_runtime()
     except SettingsError as exc:
         # Invalid settings or profiles file: the whole batch is retried (then dead-lettered), and alarmed.
-        logger.error("invalid configuration", extra={"error": str(exc)})
+        logger.error("invalid configuration", extra={"error": redact(str(exc))})
         metrics.add_metric(name="ConfigurationErrors", unit=MetricUnit.Count, value=1)
         raise
     deadline = _deadline(context)

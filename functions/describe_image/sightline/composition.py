@@ -26,6 +26,7 @@ from sightline.errors import ConfigurationError
 from sightline.pipeline import Pipeline
 from sightline.pricing import load_prices
 from sightline.profiles import ProfileSet, load_profiles_file
+from sightline.redaction import register_secret
 from sightline.settings import Settings, load_settings
 from sightline.spend import SpendGuard
 
@@ -70,6 +71,7 @@ def secret_api_key(secret_arn: str) -> str:
             raise ConfigurationError("the model API key secret is JSON without an 'api_key' field") from None
     if not text.strip():
         raise ConfigurationError("the model API key secret is empty: put the key with put-secret-value")
+    register_secret(text.strip())  # from now on no error message, record, notification or log line can carry it
     return text.strip()
 
 
@@ -79,6 +81,8 @@ def build_model_client(settings: Settings) -> openai.OpenAI:
         arn = settings.model_api_key_secret_arn
         api_key = lambda: secret_api_key(arn)  # noqa: E731 - the SDK calls it per request; the cache keeps it cheap
     else:
+        if settings.model_api_key:
+            register_secret(settings.model_api_key)  # redacted everywhere; the local placeholder is not a secret
         api_key = settings.model_api_key or LOCAL_PLACEHOLDER_KEY
     return openai.OpenAI(
         api_key=api_key,

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from sightline.redaction import redact
+
 
 class SightlineError(Exception):
     """Base of every error the pipeline raises on purpose."""
@@ -12,6 +14,9 @@ class SightlineError(Exception):
     permanent = False
 
     def __init__(self, message: str) -> None:
+        # Redacted at the source: the message is stored, published and logged, and may quote a provider that
+        # echoed the API key or a presigned URL.
+        message = redact(message)
         super().__init__(message)
         self.message = message
 

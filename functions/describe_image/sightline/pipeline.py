@@ -71,6 +71,7 @@ from sightline.records import (
     build_record,
     with_review,
 )
+from sightline.redaction import redact
 from sightline.settings import Settings
 from sightline.spend import SpendGuard
 from sightline.text import bounded
@@ -197,7 +198,7 @@ def _error_name(exc: BaseException) -> str:
 
 
 def _error_text(exc: BaseException) -> str:
-    return exc.message if isinstance(exc, SightlineError) else f"{type(exc).__name__}: {exc}"
+    return exc.message if isinstance(exc, SightlineError) else redact(f"{type(exc).__name__}: {exc}")
 
 
 @dataclass

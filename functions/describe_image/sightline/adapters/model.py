@@ -43,6 +43,7 @@ from sightline.errors import (
     TransientError,
 )
 from sightline.ports import ModelAnswer, ModelRequest, ModelUsage, OutputMode, OutputModeSetting
+from sightline.redaction import redact, register_secret
 from sightline.text import bounded, storable
 
 # Below this much time for an attempt we do not start one: it would only end in a timeout.
@@ -73,7 +74,6 @@ _RESPONSE_FORMAT_WORDS = re.compile(
 _NOT_SUPPORTED_WORDS = re.compile(r"not supported|unsupported (?:parameter|argument|field)", re.IGNORECASE)
 _STREAM_OPTIONS_WORDS = re.compile(r"stream[_ ]options|include[_ ]usage", re.IGNORECASE)
 _CONTENT_FILTER_WORDS = re.compile(r"content[_ ](?:filter|policy|management)", re.IGNORECASE)
-_BEARER = re.compile(r"(bearer\s+)[^\s\"',;]+", re.IGNORECASE)
 _SSE_FIRST_LINE = re.compile(rb"^\s*(?:data|event|id|retry)?:")
 _MAX_TOKEN_COUNT = 10**12
 
@@ -802,11 +802,13 @@ class OpenAIVisionModel:
         return bounded(self._scrub(f"{type(cause).__name__}: {text}" if text else type(cause).__name__), 300)
 
     def _scrub(self, text: str) -> str:
-        """Never let the API key (or any bearer token a gateway echoes back) into an error message."""
-        key = getattr(self._client, "api_key", None)
-        if isinstance(key, str) and len(key) >= 6:
-            text = text.replace(key, "[redacted]")
-        return _BEARER.sub(r"\1[redacted]", text)
+        """Never let the API key (or any credential a gateway echoes back) into an error message.
+
+        The client's current key is registered first (a key from a provider function may have been refreshed),
+        so the adapter is safe even where no composition root registered it.
+        """
+        register_secret(getattr(self._client, "api_key", None))
+        return redact(text)
 
     # --- Small helpers
 
