@@ -36,7 +36,7 @@ for path in (ROOT / "functions" / "describe_image", ROOT):  # runnable as a scri
 
 import boto3  # noqa: E402
 
-from devkit.samples import Sample, build_samples  # noqa: E402
+from devkit.samples import Sample, build_samples, upload_sample  # noqa: E402
 from sightline.estimate import Estimate, EstimateReport, ObjectShape, estimate_object, human_bytes  # noqa: E402
 from sightline_cli.probe import Probe, probe_object  # noqa: E402
 
@@ -215,13 +215,7 @@ def main(argv: list[str] | None = None) -> int:
         estimates = EstimateReport()
         rows: list[Row] = []
         for sample in samples:
-            s3.put_object(
-                Bucket=stack.bucket,
-                Key=sample.key,
-                Body=sample.body,
-                ContentType=sample.content_type,
-                Metadata=sample.metadata,
-            )
+            upload_sample(s3, stack.bucket, sample)
             found = probe_object(s3, stack.bucket, sample.key, size=len(sample.body))
             named = metadata_text(sample.metadata.get(METADATA_PROFILE, "")).strip()
             profile = profiles.get(named) if named else profiles.for_key(sample.key)

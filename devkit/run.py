@@ -265,7 +265,7 @@ def main(argv: list[str] | None = None) -> int:
 
     with emulated_aws() as endpoint, model_endpoint() as (model_url, model_label):
         from devkit.lambda_emulator import QueueFeeder, queue_depth, read_sns_notifications
-        from devkit.samples import build_samples
+        from devkit.samples import build_samples, upload_sample
         from devkit.stack import deploy_stack
 
         session = boto3.session.Session(region_name=REGION)
@@ -286,13 +286,7 @@ def main(argv: list[str] | None = None) -> int:
         samples = build_samples()
         s3 = session.client("s3")
         for sample in samples:
-            s3.put_object(
-                Bucket=stack.bucket,
-                Key=sample.key,
-                Body=sample.body,
-                ContentType=sample.content_type,
-                Metadata=sample.metadata,
-            )
+            upload_sample(s3, stack.bucket, sample)
         print(f"\nUploaded {len(samples)} samples; delivering their notifications through the queue to the handler…")
 
         feeder = QueueFeeder.for_stack(session.client("sqs"), stack, app.lambda_handler)

@@ -6,7 +6,7 @@ import email.header
 from dataclasses import dataclass, field
 from io import BytesIO
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from PIL import Image, ImageDraw, ImageFilter
 
@@ -248,6 +248,13 @@ def build_samples() -> list[Sample]:
         Sample("photos/not-really.jpg", _NOT_AN_IMAGE, "image/jpeg", "failed"),
         Sample("photos/empty.png", b"", "image/png", "failed"),
     ]
+
+
+def upload_sample(s3: Any, bucket: str, sample: Sample) -> None:
+    """Put a sample into the bucket with its content type and user metadata, as a client would upload it."""
+    s3.put_object(
+        Bucket=bucket, Key=sample.key, Body=sample.body, ContentType=sample.content_type, Metadata=sample.metadata
+    )
 
 
 def write_samples(directory: Path) -> list[Path]:

@@ -334,7 +334,7 @@ def _resume(args: argparse.Namespace) -> int:
         print(f"{len(parked)} parked item(s) would be resumed (dry run: nothing sent)")
         return 0
     queue = SqsWorkQueue(boto3.client("sqs"), queue_url)
-    report = resume_deferred(results, queue, ready=ready, limit=args.limit, now_ms=wall_clock_ms())
+    report = resume_deferred(results, queue, ready=ready, limit=args.limit)
     for key in getattr(report, "keys", []):
         print(f"resumed {key}")
     print(f"resumed {report.resumed}, left {report.left}, skipped {report.skipped}")

@@ -68,7 +68,7 @@ def ready_check(guard: SpendGuard, now_ms: int) -> Any:
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     _, results, queue, guard = _runtime()
     now_ms = int(time.time() * 1000)
-    report = resume_deferred(results, queue, ready=ready_check(guard, now_ms), limit=RESUME_PER_RUN, now_ms=now_ms)
+    report = resume_deferred(results, queue, ready=ready_check(guard, now_ms), limit=RESUME_PER_RUN)
     metrics.add_metric(name="DeferredResumed", unit=MetricUnit.Count, value=report.resumed)
     metrics.add_metric(name="DeferredWaiting", unit=MetricUnit.Count, value=report.left)
     logger.info(

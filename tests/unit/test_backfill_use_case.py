@@ -224,11 +224,11 @@ def test_at_the_budget_cap_an_item_is_parked_not_failed_and_resumes_when_the_day
     assert world.notifier.published and len(world.notifier.published) == 1  # a deferral is not announced
     # Not due yet: nothing is sent.
     queue = FakeWorkQueue()
-    report = resume_deferred(world.results, queue, ready=due(NOW_MS), limit=100, now_ms=NOW_MS)
+    report = resume_deferred(world.results, queue, ready=due(NOW_MS), limit=100)
     assert (report.resumed, report.left) == (0, 1) and not queue.sent
     # The day turned (a fresh ledger day): the resumer sends the very event back, and it is described.
     tomorrow = int(parked["deferred_until"]) + 1
-    report = resume_deferred(world.results, queue, ready=due(tomorrow), limit=100, now_ms=tomorrow)
+    report = resume_deferred(world.results, queue, ready=due(tomorrow), limit=100)
     assert report.resumed == 1 and world.record("b.png")["status"] == "processing"
     resent = parse_queue_message_body(json.dumps(queue.sent[0]))
     assert resent == [event("b.png", sequencer="02")]
@@ -245,7 +245,7 @@ def test_a_parked_item_whose_key_moved_on_is_not_sent_back() -> None:
     world.pipeline.spend_guard = None
     assert world.pipeline.process(event("a.png", sequencer="02", version="v-02")).status == "succeeded"
     queue = FakeWorkQueue()
-    report = resume_deferred(world.results, queue, ready=lambda record: True, limit=10, now_ms=NOW_MS)
+    report = resume_deferred(world.results, queue, ready=lambda record: True, limit=10)
     assert report.resumed == 0 and not queue.sent
 
 

@@ -35,10 +35,9 @@ def resume_deferred(
     *,
     ready: Callable[[dict[str, Any]], bool],
     limit: int,
-    now_ms: int,
 ) -> ResumeReport:
-    """Send back up to ``limit`` parked events for which ``ready(record)`` holds."""
-    del now_ms  # readiness is the caller's (see ``due``); kept for the callers' symmetry and logs
+    """Send back up to ``limit`` parked events for which ``ready(record)`` holds (readiness is the caller's: see
+    ``due``)."""
     report = ResumeReport()
     ready_records: list[tuple[dict[str, Any], dict[str, Any]]] = []
     for record in results.deferred(limit):

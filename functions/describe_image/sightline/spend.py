@@ -48,6 +48,7 @@ from sightline.errors import (
     ProviderPausedError,
     SettingsError,
 )
+from sightline.estimate import TEXT_CHARS_PER_TOKEN
 from sightline.imaging import BUDGETS
 from sightline.ports import (
     ModelAnswer,
@@ -69,7 +70,6 @@ PROFILE_SCOPE_PREFIX = "profile#"
 # A day's counters are kept this long after the day ends (TTL), for `sightline budget status` of recent days.
 COUNTER_KEEP_SECONDS = 3 * 86_400
 # Prompt text is estimated at this many characters a token (a little generous for English, fine for a cap).
-CHARS_PER_TOKEN = 4
 # No call starts with less time than this before the invocation's deadline (the model adapter's own minimum).
 MIN_CALL_SECONDS = 2.0
 # A JPEG's size is read from its header: decode at most this much of a data URL's base64 looking for it.
@@ -272,7 +272,7 @@ def estimate_prompt_tokens(request: ModelRequest, rule: ImageTokenRule) -> int:
                         chars += len(part["text"])
     if request.json_schema is not None:
         chars += len(json.dumps(request.json_schema, separators=(",", ":")))
-    return math.ceil(chars / CHARS_PER_TOKEN) + images
+    return math.ceil(chars / TEXT_CHARS_PER_TOKEN) + images
 
 
 # --- The guard
