@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import copy
+import itertools
 import json
+import logging
 import re
 import time
+import uuid
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -45,6 +48,7 @@ RESULTS_TABLE_ID = "ResultsTable"
 CONTROL_TABLE_ID = "ControlTable"
 RESULTS_TOPIC_ID = "ResultsTopic"
 FUNCTION_ID = "DescribeImageFunction"
+EVENT_RULE_ID = "UploadsEventRule"  # only with IntakeRoute=EventBridge
 
 # Resource types the local stack leaves out. Moto would try to run the function in Docker for an event
 # source mapping, and creates no secret; the code, its role and its permissions have no local use. Moto
@@ -124,6 +128,8 @@ class StackResources:
     function_timeout: int
     batch_size: int
     max_receive_count: int
+    # IntakeRoute=EventBridge: the rule forwarding the bucket's events to the uploads queue (None: S3 notifications).
+    event_rule_arn: str | None = None
 
 
 def load_sam_template(template_path: Path) -> dict[str, Any]:
@@ -239,7 +245,9 @@ def deploy_stack(
 
     Moto's CloudFormation applies only the encryption of a bucket, so its versioning, public access block,
     ownership controls, lifecycle rules and NotificationConfiguration are applied afterwards through the
-    S3 API from the same template, which stays the single source of truth.
+    S3 API from the same template, which stays the single source of truth. With IntakeRoute=EventBridge, moto
+    deploys the template's rule itself and routes the bucket's events through it (see
+    emulate_documented_s3_eventbridge_events for the one thing devkit corrects: the event's content).
     """
     region = session.region_name or DEFAULT_REGION
 
@@ -260,9 +268,11 @@ def deploy_stack(
     )["StackId"]
     _wait_for_stack_creation(cloudformation, stack_id, timeout_seconds)
 
+    # Moto lists a resource whose Condition is false (UploadsEventRule with S3 notifications) without a logical id.
     physical_ids = {
         resource["LogicalResourceId"]: resource["PhysicalResourceId"]
         for resource in cloudformation.describe_stack_resources(StackName=stack_id)["StackResources"]
+        if "LogicalResourceId" in resource
     }
     sqs = client("sqs")
     queue_arns = {
@@ -296,6 +306,9 @@ def deploy_stack(
 
     function_properties = transformed["Resources"][FUNCTION_ID]["Properties"]
     queue_properties = transformed["Resources"][UPLOADS_QUEUE_ID]["Properties"]
+    event_rule_arn = None
+    if EVENT_RULE_ID in physical_ids:
+        event_rule_arn = client("events").describe_rule(Name=physical_ids[EVENT_RULE_ID])["Arn"]
     return StackResources(
         bucket=physical_ids[UPLOADS_BUCKET_ID],
         results_bucket=physical_ids[RESULTS_BUCKET_ID],
@@ -310,6 +323,7 @@ def deploy_stack(
         function_timeout=int(resolver.resolve(function_properties["Timeout"])),
         batch_size=int(resolver.resolve(_event_source_mapping(transformed, FUNCTION_ID)["BatchSize"])),
         max_receive_count=int(resolver.resolve(queue_properties["RedrivePolicy"]["maxReceiveCount"])),
+        event_rule_arn=event_rule_arn,
     )
 
 
@@ -368,10 +382,10 @@ def _apply_bucket_properties_moto_skips(s3: Any, bucket: str, properties: Mappin
             },
         )
     if "NotificationConfiguration" in properties:
-        s3.put_bucket_notification_configuration(
-            Bucket=bucket,
-            NotificationConfiguration=_notification_configuration(properties["NotificationConfiguration"]),
-        )
+        notification_configuration = _notification_configuration(properties["NotificationConfiguration"])
+        if "EventBridgeConfiguration" in notification_configuration:
+            emulate_documented_s3_eventbridge_events()
+        s3.put_bucket_notification_configuration(Bucket=bucket, NotificationConfiguration=notification_configuration)
 
 
 # CloudFormation's lifecycle rule properties that _lifecycle_rule translates; any other one is refused rather
@@ -406,8 +420,11 @@ def _lifecycle_rule(rule: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def _notification_configuration(cloudformation_notifications: Mapping[str, Any]) -> dict[str, Any]:
-    """A bucket's CloudFormation QueueConfigurations, in the shape of the S3 API (the template has no
-    topic or function notifications)."""
+    """A bucket's CloudFormation QueueConfigurations and EventBridgeConfiguration, in the shape of the S3 API (the
+    template has no topic or function notifications)."""
+    unsupported = set(cloudformation_notifications) - {"QueueConfigurations", "EventBridgeConfiguration"}
+    if unsupported:
+        raise TemplateResolutionError(f"notification configurations not supported locally: {sorted(unsupported)}")
     queue_configurations = []
     for queue_configuration in cloudformation_notifications.get("QueueConfigurations", []):
         api_configuration: dict[str, Any] = {
@@ -420,7 +437,102 @@ def _notification_configuration(cloudformation_notifications: Mapping[str, Any])
                 "Key": {"FilterRules": [{"Name": rule["Name"], "Value": rule["Value"]} for rule in filter_rules]}
             }
         queue_configurations.append(api_configuration)
-    return {"QueueConfigurations": queue_configurations}
+    api_notifications: dict[str, Any] = {"QueueConfigurations": queue_configurations}
+    event_bridge = cloudformation_notifications.get("EventBridgeConfiguration", {})
+    if str(event_bridge.get("EventBridgeEnabled", "")).lower() == "true":
+        api_notifications["EventBridgeConfiguration"] = {}  # the S3 API's way of saying "enabled"
+    return api_notifications
+
+
+# --- Emulation glue: what S3 sends to EventBridge ---------------------------------------------------------------
+#
+# Moto 5.2 sends a bucket's events to EventBridge when its notification configuration enables it, matches them
+# against the deployed rules' patterns (prefix, suffix, equals-ignore-case included) and delivers the matches to their
+# SQS targets: the routing the template defines is moto's own, and a wrong rule fails the tests. The event it sends is
+# not the one S3 sends, though: every event has the same sequencer ("617f08299329d189": a deletion looks like a
+# duplicate of the creation it follows) and the same id, the ETag under "eTag" instead of "etag", the reason
+# "ObjectCreated" / "ObjectRemoved" instead of the S3 API's name, and no deletion-type; and it is sent to every bus,
+# not only the default one. Devkit replaces that one function of moto with the shape S3 documents
+# (https://docs.aws.amazon.com/AmazonS3/latest/userguide/ev-events.html), increasing sequencers included. Matching and
+# delivery stay moto's. This works on a moto running in this process (devkit.run.emulated_aws, the tests' server).
+# Moto sends nothing, on either route, for a delete marker (DeleteObject without a version id on a versioned bucket)
+# or a lifecycle expiration: locally, deleting a key's last version is what produces a deletion event.
+
+_logger = logging.getLogger(__name__)
+
+# The S3 API behind a notification event, as the EventBridge event's detail.reason names it.
+_EVENTBRIDGE_REASONS = {
+    "s3:ObjectCreated:Put": "PutObject",
+    "s3:ObjectCreated:Post": "POST Object",
+    "s3:ObjectCreated:Copy": "CopyObject",
+    "s3:ObjectCreated:CompleteMultipartUpload": "CompleteMultipartUpload",
+    "s3:ObjectRemoved:Delete": "DeleteObject",
+    "s3:ObjectRemoved:DeleteMarkerCreated": "DeleteObject",
+}
+# S3's sequencer grows with each change of a key: one counter for the whole process does too. 18 hex digits, as S3's.
+_sequencers = itertools.count(time.time_ns())
+_moto_send_event_bridge_message: Callable[..., None] | None = None
+
+
+def emulate_documented_s3_eventbridge_events() -> None:
+    """Makes the moto in this process send S3's documented EventBridge events (idempotent)."""
+    global _moto_send_event_bridge_message
+    from moto.s3 import notifications
+
+    if _moto_send_event_bridge_message is None:
+        _moto_send_event_bridge_message = notifications._send_event_bridge_message
+        notifications._send_event_bridge_message = _send_documented_s3_eventbridge_event
+
+
+def _send_documented_s3_eventbridge_event(account_id: str, bucket: Any, event_name: Any, key: Any) -> None:
+    """Takes the place of moto.s3.notifications._send_event_bridge_message (same arguments)."""
+    name = str(getattr(event_name, "value", event_name))  # moto passes its S3NotificationEvent enum
+    reason = _EVENTBRIDGE_REASONS.get(name)
+    if reason is None:  # tags, ACLs, restores...: no rule of the stack takes them; moto's own event it is
+        assert _moto_send_event_bridge_message is not None
+        _moto_send_event_bridge_message(account_id, bucket, event_name, key)
+        return
+    try:
+        from moto.core.utils import unix_time
+        from moto.events.models import events_backends
+
+        created = name.startswith("s3:ObjectCreated")
+        obj: dict[str, Any] = {"key": key.name}  # as stored: EventBridge events do not URL-encode the key
+        if created:
+            obj.update(size=key.size, etag=key.etag.strip('"'))
+        if bucket.is_versioned:
+            obj["version-id"] = key.version_id
+        obj["sequencer"] = f"{next(_sequencers):018X}"
+        detail: dict[str, Any] = {
+            "version": "0",
+            "bucket": {"name": bucket.name},
+            "object": obj,
+            "request-id": uuid.uuid4().hex[:16].upper(),
+            "requester": account_id,
+            "source-ip-address": "127.0.0.1",
+            "reason": reason,
+        }
+        if not created:
+            detail["deletion-type"] = (
+                "Delete Marker Created" if name.endswith("DeleteMarkerCreated") else "Permanently Deleted"
+            )
+        event: Any = {  # moto's EventMessageType
+            "version": "0",
+            "id": str(uuid.uuid4()),
+            "detail-type": "Object Created" if created else "Object Deleted",
+            "source": "aws.s3",
+            "account": account_id,
+            "time": unix_time(),  # moto's SQS target writes it as the ISO time EventBridge sends
+            "region": bucket.region_name,
+            "resources": [bucket.arn],
+            "detail": detail,
+        }
+        default_bus = events_backends[account_id][bucket.region_name].event_buses.get("default")
+        for rule in list(default_bus.rules.values()) if default_bus else []:
+            if rule.state == "ENABLED":
+                rule.send_to_targets(event, transform_input=False)
+    except Exception:  # S3 delivers to EventBridge after the request: a failure never fails the request
+        _logger.exception("emulated S3 → EventBridge delivery failed for s3://%s/%s", bucket.name, key.name)
 
 
 def _function_environment(function_properties: Mapping[str, Any], resolver: _IntrinsicResolver) -> dict[str, str]:

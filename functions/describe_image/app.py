@@ -1,4 +1,5 @@
-"""Lambda entry point: S3 notifications (via SQS, or invoked directly) → describe each object concurrently."""
+"""Lambda entry point: S3 events (via SQS, S3 notifications or EventBridge, or invoked directly) → describe each object
+concurrently."""
 
 from __future__ import annotations
 
@@ -19,8 +20,8 @@ from sightline.events import (
     ObjectEvent,
     PageRangeItem,
     UnrecognizedEventError,
+    parse_object_events,
     parse_queue_message_body,
-    parse_s3_notification,
 )
 from sightline.pipeline import Outcome
 from sightline.redaction import redact
@@ -186,6 +187,7 @@ def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, A
         # Failed messages are reported as batchItemFailures; SQS redelivers only those.
         return dict(async_process_partial_response(event, handle_message, processor, context))
 
-    # A plain S3 notification (manual invoke, or S3 → Lambda): a transient failure fails the invocation.
-    outcomes = asyncio.run(_process_events(runtime, parse_s3_notification(event), deadline))
+    # A plain S3 notification or EventBridge event (manual invoke, S3 → Lambda, an EventBridge rule → Lambda):
+    # a transient failure fails the invocation.
+    outcomes = asyncio.run(_process_events(runtime, parse_object_events(event), deadline))
     return {"processed": [{"key": o.event.key, "status": o.status} for o in outcomes]}

@@ -316,6 +316,21 @@ def test_direct_s3_invocation_with_the_event_file(deployment: Deployment, functi
     assert result == {"processed": [{"key": "photos/Summer trip (2026)/café résumé.jpg", "status": "succeeded"}]}
 
 
+def test_direct_eventbridge_invocation_with_the_event_file(deployment: Deployment, function_env, model) -> None:
+    # GIVEN the events/ file for an EventBridge rule invoking the function directly, pointed at this stack's bucket
+    event = load_event("eventbridge-object-created.json")
+    detail = event["detail"]
+    detail["bucket"]["name"] = deployment.resources.bucket
+    detail["object"].pop("version-id")
+    detail["object"]["etag"] = upload(
+        deployment, "photos/Summer trip (2026)/café résumé.jpg", encode(photo(300, 200), "JPEG")
+    )
+    # WHEN the handler gets the event itself (no SQS envelope) THEN the key is used as it is, never URL-decoded
+    result = app.lambda_handler(event, FakeLambdaContext())
+    assert result == {"processed": [{"key": "photos/Summer trip (2026)/café résumé.jpg", "status": "succeeded"}]}
+    assert deployment.record("photos/Summer trip (2026)/café résumé.jpg")["object"]["event_name"] == "ObjectCreated:Put"
+
+
 def test_test_event_and_multi_record_message(deployment: Deployment, function_env, model) -> None:
     sqs_event = load_event("sqs-test-event-and-multi-record.json")
     multi = json.loads(sqs_event["Records"][1]["body"])

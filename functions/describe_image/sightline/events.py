@@ -1,4 +1,5 @@
-"""Turn S3 notifications (direct, or inside SQS/SNS envelopes) into object references."""
+"""Turn S3 events (S3 notifications, direct or inside SQS/SNS envelopes, or S3 events through EventBridge) into
+object references."""
 
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ TEST_EVENT = "s3:TestEvent"
 
 
 class UnrecognizedEventError(SightlineError):
-    """A message that is not an S3 notification. It cannot be recorded against an object,
+    """A message that is not an S3 event (notification or EventBridge). It cannot be recorded against an object,
     so it is reported as a batch failure and ends in the dead-letter queue for a person to see."""
 
     error_type = "UnrecognizedEvent"
@@ -149,6 +150,102 @@ def _backfill(record: dict[str, Any]) -> Backfill | None:
     return Backfill.from_item(block["backfill"])
 
 
+# S3 events through EventBridge (IntakeRoute=EventBridge): the bucket sends every event to the default bus, and the
+# stack's rule forwards these two detail types to the uploads queue. The body of the queue message is the event.
+EVENTBRIDGE_SOURCE = "aws.s3"
+OBJECT_CREATED = "Object Created"
+OBJECT_DELETED = "Object Deleted"
+# detail.reason of an Object Created event (the S3 API that made the object) → the S3 notification's name of the
+# same change, so a record says the same whichever route delivered it.
+_CREATED_BY = {
+    "PutObject": "ObjectCreated:Put",
+    "POST Object": "ObjectCreated:Post",
+    "CopyObject": "ObjectCreated:Copy",
+    "CompleteMultipartUpload": "ObjectCreated:CompleteMultipartUpload",
+}
+LIFECYCLE_EXPIRATION_REASON = "Lifecycle Expiration"
+# detail.deletion-type of an Object Deleted event → the suffix of the S3 notification's name.
+_DELETION_TYPES = {"Permanently Deleted": "Delete", "Delete Marker Created": "DeleteMarkerCreated"}
+
+
+def is_eventbridge_event(document: dict[str, Any]) -> bool:
+    """An EventBridge event (any source): it has a detail type and a source, and no S3 'Records'."""
+    return "detail-type" in document and "source" in document and "Records" not in document
+
+
+def parse_eventbridge_event(event: dict[str, Any]) -> list[ObjectEvent]:
+    """The object an S3 ``Object Created`` / ``Object Deleted`` event delivered by EventBridge talks about.
+
+    The event carries the object's sequencer, version id and ETag, so it orders and deduplicates exactly like the S3
+    notification of the same change (same sequencer → same order key). Its key is NOT URL-encoded: S3 documents the
+    encoding for notifications only, and EventBridge events carry the key as stored (a key with ':' arrives as ':',
+    not '%3A'). Decoding it would turn a literal '+' into a space and miss the object.
+    """
+    source, detail_type = event.get("source"), event.get("detail-type")
+    if source != EVENTBRIDGE_SOURCE:
+        raise UnrecognizedEventError(f"EventBridge event from {source!r}, expected {EVENTBRIDGE_SOURCE}")
+    if detail_type not in (OBJECT_CREATED, OBJECT_DELETED):
+        raise UnrecognizedEventError(
+            f"S3 event of detail-type {detail_type!r} through EventBridge: only {OBJECT_CREATED!r} and "
+            f"{OBJECT_DELETED!r} are handled (the rule that sent it matches too much)"
+        )
+    detail = event.get("detail")
+    if not isinstance(detail, dict):
+        raise UnrecognizedEventError(f"EventBridge {detail_type!r} event has no 'detail' object")
+    bucket = detail.get("bucket")
+    name = bucket.get("name") if isinstance(bucket, dict) else None
+    if not isinstance(name, str) or not name:
+        raise UnrecognizedEventError(f"EventBridge {detail_type!r} event has no detail.bucket.name")
+    obj = detail.get("object")
+    if not isinstance(obj, dict) or not isinstance(obj.get("key"), str) or not obj["key"]:
+        raise UnrecognizedEventError(f"EventBridge {detail_type!r} event has no detail.object.key")
+    key: str = obj["key"]
+    event_time = event.get("time")
+    if not isinstance(event_time, str) or not event_time:
+        raise UnrecognizedEventError(f"EventBridge {detail_type!r} event has no time")
+    size = obj.get("size")
+    if size is not None and (isinstance(size, bool) or not isinstance(size, int) or size < 0):
+        raise UnrecognizedEventError(f"EventBridge {detail_type!r} event has an invalid detail.object.size {size!r}")
+    return [
+        ObjectEvent(
+            bucket=name,
+            key=key,
+            event_name=_eventbridge_event_name(detail_type, detail),
+            event_time=event_time,
+            version_id=_optional_text(obj, "version-id", detail_type),
+            etag=_optional_text(obj, "etag", detail_type),
+            size=size,
+            sequencer=_optional_text(obj, "sequencer", detail_type),
+        )
+    ]
+
+
+def _optional_text(obj: dict[str, Any], name: str, detail_type: str) -> str | None:
+    value = obj.get(name)
+    if value is not None and not isinstance(value, str):
+        raise UnrecognizedEventError(f"EventBridge {detail_type!r} event has an invalid detail.object.{name} {value!r}")
+    return value or None
+
+
+def _eventbridge_event_name(detail_type: str, detail: dict[str, Any]) -> str:
+    """The S3 notification's event name for the same change: ObjectCreated:Put, ObjectRemoved:DeleteMarkerCreated,
+    LifecycleExpiration:Delete... (what ObjectEvent.is_create / is_removal read, and what records show)."""
+    reason = detail.get("reason")
+    reason = reason if isinstance(reason, str) else ""
+    if detail_type == OBJECT_CREATED:
+        return _CREATED_BY.get(reason) or ("ObjectCreated:" + reason.replace(" ", "") if reason else "ObjectCreated")
+    prefix = "LifecycleExpiration" if reason == LIFECYCLE_EXPIRATION_REASON else "ObjectRemoved"
+    deletion = _DELETION_TYPES.get(str(detail.get("deletion-type")))
+    return f"{prefix}:{deletion}" if deletion else prefix
+
+
+def parse_object_events(document: dict[str, Any]) -> list[ObjectEvent]:
+    """An S3 notification document or an S3 event delivered by EventBridge, whichever route the stack uses."""
+    if is_eventbridge_event(document):
+        return parse_eventbridge_event(document)
+    return parse_s3_notification(document)
+
+
 def s3_notification(events: list[ObjectEvent], region: str = "") -> str:
     """An S3 notification document (JSON) holding these events: what the uploads queue receives from S3."""
     return json.dumps({"Records": [event.to_s3_record(region) for event in events]}, separators=(",", ":"))
@@ -260,8 +357,8 @@ class PageRangeItem:
 
 
 def parse_queue_message_body(body: str) -> list[ObjectEvent | PageRangeItem]:
-    """An SQS message body: an S3 notification, one wrapped in an SNS envelope (S3 → SNS → SQS), or one of our
-    own page-range items."""
+    """An SQS message body: an S3 notification, one wrapped in an SNS envelope (S3 → SNS → SQS), an S3 event from
+    an EventBridge rule (S3 → EventBridge → SQS), or one of our own page-range items."""
     try:
         document = json.loads(body)
     except (TypeError, ValueError):
@@ -274,4 +371,4 @@ def parse_queue_message_body(body: str) -> list[ObjectEvent | PageRangeItem]:
         if document.get("version") != PAGE_RANGE_VERSION:
             raise UnrecognizedEventError(f"page-range item of unknown version {document.get('version')!r}")
         return [PageRangeItem.from_message(document)]
-    return list(parse_s3_notification(document))
+    return list(parse_object_events(document))
