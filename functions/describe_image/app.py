@@ -14,6 +14,7 @@ from aws_lambda_powertools.utilities.batch import AsyncBatchProcessor, EventType
 from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
+from sightline.adapters.aws_clients import bounded_aws_calls
 from sightline.composition import Runtime, get_runtime
 from sightline.errors import ConfigurationError, SettingsError, SightlineError
 from sightline.events import (
@@ -31,7 +32,9 @@ logger = Logger()
 tracer = Tracer()
 metrics = Metrics()
 
-# Stop starting model calls this long before the function's timeout, so no item is cut off mid-write.
+# Stop starting model calls this long before the function's timeout, so no item is cut off mid-write: the record is
+# stored and announced, or the claim released, in this margin. AWS calls (@bounded_aws_calls) go on until a second
+# before the timeout, each attempt only where its worst case (connect + read timeout) still fits.
 SAFETY_MARGIN_SECONDS = 10.0
 
 
@@ -159,6 +162,7 @@ def _log_unrecognized(message_id: str, body: str, exc: UnrecognizedEventError) -
 @logger.inject_lambda_context(clear_state=True)
 @tracer.capture_lambda_handler
 @metrics.log_metrics
+@bounded_aws_calls  # an AWS call that would outlast the invocation fails its item (transient) instead
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     try:
         runtime = get_runtime()

@@ -32,9 +32,9 @@ from aws_lambda_powertools.utilities.data_classes import (
 )
 from aws_lambda_powertools.utilities.data_classes.s3_batch_operation_event import S3BatchOperationTask
 from aws_lambda_powertools.utilities.typing import LambdaContext
-from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 
+from sightline.adapters.aws_clients import bounded_aws_calls, bounded_client
 from sightline.adapters.aws_errors import translate_aws_error
 from sightline.adapters.dynamodb import from_item
 from sightline.backfill import (
@@ -56,8 +56,6 @@ SCHEMA_VERSIONS = ("1.0", "2.0")
 RESULT_STRING_MAX_BYTES = 1_000  # a line of the job's completion report
 QUEUED = "queued"
 MISSING = "skipped: the object no longer exists"
-# Seconds, not minutes: a slow AWS call becomes a TemporaryFailure that Batch Operations retries.
-_CLIENT_CONFIG = Config(connect_timeout=5, read_timeout=10, retries={"max_attempts": 3, "mode": "standard"})
 
 ResultCode = Literal["Succeeded", "TemporaryFailure", "PermanentFailure"]
 logger = Logger()
@@ -86,10 +84,13 @@ def get_batch_runtime() -> BatchRuntime:
     if missing:
         raise SettingsError(f"{' and '.join(missing)} required and empty")
     settings = load_settings(env, require_stack=False)
+    # Seconds, not minutes, and never past the invocation: a slow AWS call becomes a TemporaryFailure that Batch
+    # Operations retries.
+    session = boto3.session.Session()
     return BatchRuntime(
-        s3=boto3.client("s3", config=_CLIENT_CONFIG),
-        dynamodb=boto3.client("dynamodb", config=_CLIENT_CONFIG),
-        sqs=boto3.client("sqs", config=_CLIENT_CONFIG),
+        s3=bounded_client("s3", session),
+        dynamodb=bounded_client("dynamodb", session),
+        sqs=bounded_client("sqs", session),
         table=table,
         queue_url=queue_url,
         settings=settings,
@@ -247,6 +248,8 @@ def _task_result(
         text = handle_task(runtime, task, job)
     except TaskFailure as failure:
         code, text = failure.code, failure.message
+    except TransientError as exc:  # an AWS call not attempted for lack of time (AwsDeadlineError): retried
+        code, text = "TemporaryFailure", exc.message
     except Exception as exc:  # a bug must not lose the task's line in the report: retried, and logged
         logger.exception("task failed unexpectedly", extra={"task_id": task_id})
         code, text = "TemporaryFailure", f"{type(exc).__name__}: {exc}"
@@ -255,6 +258,7 @@ def _task_result(
 
 
 @logger.inject_lambda_context(clear_state=True)
+@bounded_aws_calls
 def lambda_handler(event: Mapping[str, Any], context: LambdaContext) -> dict[str, Any]:
     batch = S3BatchOperationEvent(dict(event))
     schema = str(event.get("invocationSchemaVersion") or "")

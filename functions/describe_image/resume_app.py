@@ -16,9 +16,10 @@ from aws_lambda_powertools import Logger, Metrics
 from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
+from sightline.adapters.aws_clients import bounded_aws_calls
 from sightline.adapters.dynamodb import DynamoDBResultStore
 from sightline.adapters.work_queue import SqsWorkQueue
-from sightline.composition import AWS_CLIENT_CONFIG, build_spend_guard
+from sightline.composition import aws_client, build_spend_guard
 from sightline.errors import SettingsError
 from sightline.resume import due, resume_deferred
 from sightline.settings import WORK_QUEUE_URL, Settings, load_settings
@@ -37,11 +38,11 @@ def _runtime() -> tuple[Settings, DynamoDBResultStore, SqsWorkQueue, SpendGuard]
     if not settings.work_queue_url:
         raise SettingsError(f"{WORK_QUEUE_URL} is required: parked items are sent back to the uploads queue")
     session = boto3.session.Session()
-    dynamodb = session.client("dynamodb", config=AWS_CLIENT_CONFIG)
+    dynamodb = aws_client("dynamodb", session)
     return (
         settings,
         DynamoDBResultStore(dynamodb, settings.results_table),
-        SqsWorkQueue(session.client("sqs", config=AWS_CLIENT_CONFIG), settings.work_queue_url),
+        SqsWorkQueue(aws_client("sqs", session), settings.work_queue_url),
         build_spend_guard(settings, dynamodb),
     )
 
@@ -65,6 +66,7 @@ def ready_check(guard: SpendGuard, now_ms: int) -> Any:
 
 @logger.inject_lambda_context(clear_state=True)
 @metrics.log_metrics
+@bounded_aws_calls  # a call that would outlast the run fails it (AwsUnavailable); the next run, a minute on, resumes
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     _, results, queue, guard = _runtime()
     now_ms = int(time.time() * 1000)

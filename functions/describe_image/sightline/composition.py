@@ -11,8 +11,8 @@ from typing import Any
 
 import boto3
 import openai
-from botocore.config import Config
 
+from sightline.adapters.aws_clients import DeadlineGuard, bounded_client
 from sightline.adapters.control_table import DynamoDBProviderBreaker, DynamoDBSpendLedger
 from sightline.adapters.dynamodb import DynamoDBContentCache, DynamoDBResultStore
 from sightline.adapters.model import OpenAIVisionModel
@@ -22,7 +22,7 @@ from sightline.adapters.results_bucket import S3ResultsBucket
 from sightline.adapters.s3 import S3ObjectStore
 from sightline.adapters.sns import SnsNotifier
 from sightline.adapters.work_queue import SqsWorkQueue
-from sightline.errors import ConfigurationError
+from sightline.errors import ConfigurationError, SightlineError
 from sightline.pipeline import Pipeline
 from sightline.pricing import load_prices
 from sightline.profiles import ProfileSet, load_profiles_file
@@ -37,12 +37,14 @@ SECRET_MAX_AGE_SECONDS = 300
 # Local OpenAI-compatible servers (vLLM, Ollama, the embedded OCR endpoint) ignore the key; the SDK needs one.
 LOCAL_PLACEHOLDER_KEY = "no-key"
 
-AWS_CLIENT_CONFIG = Config(
-    retries={"mode": "standard", "max_attempts": 3},
-    connect_timeout=5,
-    read_timeout=30,
-    max_pool_connections=WORKERS + 4,
-)
+# Every AWS client of the functions: short timeouts, 3 attempts in all, and no attempt started that could outlive
+# the invocation (the entry points set the deadline per invocation; see adapters/aws_clients.py).
+AWS_CALLS = DeadlineGuard()
+AWS_POOL_CONNECTIONS = WORKERS + 4  # every worker may hold one connection of a client at a time
+
+
+def aws_client(service: str, session: boto3.session.Session | None = None, guard: DeadlineGuard | None = None) -> Any:
+    return bounded_client(service, session, guard=guard or AWS_CALLS, max_pool_connections=AWS_POOL_CONNECTIONS)
 
 
 @dataclass(frozen=True)
@@ -60,8 +62,10 @@ def secret_api_key(secret_arn: str) -> str:
     from aws_lambda_powertools.utilities import parameters
 
     try:
-        value = parameters.get_secret(secret_arn, max_age=SECRET_MAX_AGE_SECONDS)
+        value = _secrets().get(secret_arn, max_age=SECRET_MAX_AGE_SECONDS)
     except parameters.exceptions.GetParameterError as exc:
+        if isinstance(exc.__context__, SightlineError):  # the invocation's deadline, not the secret, stopped it
+            raise exc.__context__ from None
         raise ConfigurationError(f"cannot read the model API key secret: {exc}") from None
     text = value.decode() if isinstance(value, bytes) else str(value)
     if text.lstrip().startswith("{"):
@@ -73,6 +77,14 @@ def secret_api_key(secret_arn: str) -> str:
         raise ConfigurationError("the model API key secret is empty: put the key with put-secret-value")
     register_secret(text.strip())  # from now on no error message, record, notification or log line can carry it
     return text.strip()
+
+
+@lru_cache(maxsize=1)
+def _secrets() -> Any:
+    """Powertools' secrets provider (its cache included) on a bounded client, not on its default one (60 s timeouts)."""
+    from aws_lambda_powertools.utilities import parameters
+
+    return parameters.SecretsProvider(boto3_client=aws_client("secretsmanager"))
 
 
 def build_model_client(settings: Settings) -> openai.OpenAI:
@@ -115,25 +127,23 @@ def build_spend_guard(settings: Settings, dynamodb: Any, profiles: ProfileSet | 
 
 def build_pipeline(settings: Settings, session: boto3.session.Session | None = None) -> Pipeline:
     session = session or boto3.session.Session()
-    dynamodb = session.client("dynamodb", config=AWS_CLIENT_CONFIG)
+    guard = AWS_CALLS
+    dynamodb = aws_client("dynamodb", session, guard)
+    s3 = aws_client("s3", session, guard)
     profiles = load_profiles_file(settings.profiles_file)  # an invalid file fails the cold start, never an image
-    results_bucket = (
-        S3ResultsBucket(session.client("s3", config=AWS_CLIENT_CONFIG), settings.results_bucket)
-        if settings.results_bucket
-        else None
-    )
+    results_bucket = S3ResultsBucket(s3, settings.results_bucket) if settings.results_bucket else None
     return Pipeline(
         settings=settings,
-        objects=S3ObjectStore(session.client("s3", config=AWS_CLIENT_CONFIG)),
+        objects=S3ObjectStore(s3, guard),
         results=DynamoDBResultStore(dynamodb, settings.results_table),
         cache=DynamoDBContentCache(dynamodb, settings.content_cache_table) if settings.content_cache_table else None,
-        notifier=SnsNotifier(session.client("sns", config=AWS_CLIENT_CONFIG), settings.results_topic_arn),
+        notifier=SnsNotifier(aws_client("sns", session, guard), settings.results_topic_arn),
         model=build_model(settings),
         profiles=profiles,
         renderer=ChildProcessPageRenderer.from_settings(settings),
         documents=results_bucket,
         work_queue=(
-            SqsWorkQueue(session.client("sqs", config=AWS_CLIENT_CONFIG), settings.work_queue_url)
+            SqsWorkQueue(aws_client("sqs", session, guard), settings.work_queue_url)
             if settings.work_queue_url and results_bucket is not None
             else None
         ),
