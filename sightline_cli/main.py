@@ -19,6 +19,10 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "report": ("sightline_cli.report", "a static HTML gallery to review alt text and captions (opens from disk)"),
     "export": ("sightline_cli.export", "one row per object version for a CMS import (csv or jsonl)"),
     "review": ("sightline_cli.review", "set reviewed alt text (one key, or a review file from the gallery)"),
+    "smoke": (
+        "sightline_cli.smoke",
+        "after a deploy: upload a test image, wait for its record and notification, report, delete it",
+    ),
 }
 
 
