@@ -22,6 +22,7 @@ from sightline.adapters.results_bucket import S3ResultsBucket
 from sightline.adapters.s3 import S3ObjectStore
 from sightline.adapters.sns import SnsNotifier
 from sightline.adapters.work_queue import SqsWorkQueue
+from sightline.decode_budget import DecodeBudget, capacity_for
 from sightline.errors import ConfigurationError, SightlineError
 from sightline.pipeline import Pipeline
 from sightline.pricing import load_prices
@@ -149,6 +150,7 @@ def build_pipeline(settings: Settings, session: boto3.session.Session | None = N
         ),
         image_host=results_bucket if settings.model_image_transport == "url" else None,
         spend_guard=build_spend_guard(settings, dynamodb, profiles),
+        decode_budget=DecodeBudget(capacity_for(settings.function_memory_mb)),
     )
 
 

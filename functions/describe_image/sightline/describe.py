@@ -8,11 +8,11 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
-import threading
 from dataclasses import dataclass, field, replace
 from typing import Any
 
 from sightline.answers import AnswerRules, ImageDescription, read_answer
+from sightline.decode_budget import DecodeBudget
 from sightline.errors import (
     EmptyModelAnswerError,
     InvalidModelOutputError,
@@ -21,7 +21,7 @@ from sightline.errors import (
     RepetitiveModelOutputError,
     TruncatedModelOutputError,
 )
-from sightline.imaging import prepare_image
+from sightline.imaging import decode_footprint, prepare_image
 from sightline.ports import ImageHost, ModelAnswer, ModelRequest, ModelUsage, VisionModel
 from sightline.profiles import DEFAULT_PROFILE_NAME, Profile, validate_fields
 from sightline.prompt import PROMPT_VERSION, description_request, repair_request
@@ -164,7 +164,7 @@ def describe_image(
     *,
     deadline: float | None = None,
     usage: ModelUsage | None = None,
-    prepare_slots: threading.Semaphore | None = None,
+    decode_budget: DecodeBudget | None = None,
     image_host: ImageHost | None = None,
 ) -> DescribeResult:
     """Prepare the image, ask the model, validate the answer.
@@ -176,7 +176,9 @@ def describe_image(
     image = None
     output_mode = None
     try:
-        with prepare_slots or contextlib.nullcontext():
+        # Decoding is the memory-hungry step: it waits for room in the instance's decode budget.
+        footprint = decode_footprint(body, options.detail) if decode_budget else 0
+        with decode_budget.reserve(footprint) if decode_budget else contextlib.nullcontext():
             image = prepare_image(body, options.detail, max_pixels=options.max_image_pixels)
         request = description_request(
             image,

@@ -309,6 +309,39 @@ def _decode(img: Image.Image, source_format: str, detail: Detail, max_pixels: in
         raise CorruptImageError(f"the {name} image data is truncated or corrupt ({_reason(exc)})") from None
 
 
+# Bytes a pixel takes in Pillow's memory, by mode (multi-band images are stored 4 bytes a pixel, RGB included).
+_MODE_BYTES = {"1": 1, "L": 1, "P": 1, "I;16": 2, "I;16L": 2, "I;16B": 2, "I;16N": 2}
+_GREY_OUTPUT_MODES = ("1", "L", "LA", "La", "I;16", "I;16L", "I;16B", "I;16N", "I", "F")
+
+
+def decode_footprint(data: bytes, detail: Detail) -> int:
+    """About how many bytes preparing ``data`` holds at its peak, from the header alone (nothing is decoded).
+
+    The decoded pixels (a JPEG at the DCT scale its budget lets it decode at), the 8-bit image they become, and an
+    RGBA copy where tRNS transparency makes one. What the header cannot tell is counted as the bytes themselves:
+    preparation refuses such data before decoding anything.
+    """
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            img = Image.open(io.BytesIO(data), formats=ACCEPTED_FORMATS)
+            width, height, mode, source_format = img.width, img.height, img.mode, img.format or ""
+            transparency = "transparency" in img.info
+    except Exception:  # the same data is refused, with its reason, by prepare_image
+        return len(data)
+    if source_format in ("JPEG", "MPO"):
+        largest = BUDGETS["high"] if detail == "auto" else BUDGETS[detail]
+        wanted_width, wanted_height = _target_size(width, height, largest)
+        scale = next((s for s in (8, 4, 2) if width / s >= wanted_width and height / s >= wanted_height), 1)
+        width, height = math.ceil(width / scale), math.ceil(height / scale)
+    decoded = _MODE_BYTES.get(mode, 4)
+    if source_format in ("AVIF", "HEIF"):
+        decoded *= 2  # the decoder's own buffer beside Pillow's copy
+    output = 1 if mode in _GREY_OUTPUT_MODES else 4
+    alpha_copy = 4 if transparency and mode in ("L", "RGB") else 0
+    return width * height * (decoded + output + alpha_copy) + len(data)
+
+
 def _exif_orientation(img: Image.Image) -> int:
     """EXIF orientation 1–8 of the loaded image; 1 when absent or unreadable (bad metadata keeps the pixels)."""
     # Read after load: PNG may keep eXIf after the pixels. Decoders that orient the pixels themselves (TIFF in
@@ -343,8 +376,10 @@ def _to_rgb_or_l(img: Image.Image) -> Image.Image:
         return _deep_to_l(img)
     if mode == "1":
         return img.convert("L")
+    if mode == "P" and "transparency" in img.info and _flatten_palette_on_white(img):
+        return img.convert("RGB")
     if mode in ("P", "L", "RGB") and "transparency" in img.info:
-        # Palette or tRNS transparency (PNG, GIF): make it an alpha channel, then flatten it like one.
+        # tRNS transparency (PNG, GIF): make it an alpha channel, then flatten it like one.
         img = img.convert("LA" if mode == "L" else "RGBA")
     if img.mode in _ALPHA_MODES:
         return _flatten_on_white(img)
@@ -355,13 +390,48 @@ def _to_rgb_or_l(img: Image.Image) -> Image.Image:
     return img.convert("RGB")  # P without transparency, RGBX, YCbCr, LAB, HSV
 
 
+def _flatten_palette_on_white(img: Image.Image) -> bool:
+    """Flatten a palette image's transparency on white in its palette (256 entries), not in its pixels.
+
+    Compositing is per pixel with that pixel's entry's alpha, so compositing each entry on white is the same
+    result, without the RGBA copy (4 bytes a pixel) and the RGB copy beside it: a 100 MP palette PNG stays
+    within its own 100 MB plus the RGB image it becomes. False: a transparency Pillow did not read as an index or
+    per-entry alphas (the caller then goes through RGBA).
+    """
+    palette = img.getpalette("RGB")
+    transparency = img.info.get("transparency")
+    if not palette:
+        return False
+    entries = len(palette) // 3
+    if isinstance(transparency, int):
+        alphas = [0 if index == transparency else 255 for index in range(entries)]
+    elif isinstance(transparency, bytes):
+        alphas = list(transparency[:entries]) + [255] * (entries - len(transparency[:entries]))
+    else:
+        return False
+    flat = [
+        (value * alphas[index // 3] + 255 * (255 - alphas[index // 3]) + 127) // 255
+        for index, value in enumerate(palette[: entries * 3])
+    ]
+    img.putpalette(flat, "RGB")
+    del img.info["transparency"]
+    return True
+
+
+# Rows flattened at a time: the RGB copy and the alpha channel exist for one strip, never for the whole image.
+_FLATTEN_STRIP_ROWS = 256
+
+
 def _flatten_on_white(img: Image.Image) -> Image.Image:
     """Composite on white: transparent areas (logos, icons, cut-outs) must not turn black."""
     grey = img.mode in ("LA", "La")
     if img.mode in ("La", "RGBa", "PA"):
         img = img.convert("LA" if grey else "RGBA")  # straight alpha: Pillow only converts La to LA
     background = Image.new("L" if grey else "RGB", img.size, 255 if grey else WHITE)
-    background.paste(img.convert("L" if grey else "RGB"), mask=img.getchannel("A"))
+    for top in range(0, img.height, _FLATTEN_STRIP_ROWS):
+        box = (0, top, img.width, min(top + _FLATTEN_STRIP_ROWS, img.height))
+        strip = img.crop(box)
+        background.paste(strip.convert("L" if grey else "RGB"), box, mask=strip.getchannel("A"))
     return background
 
 

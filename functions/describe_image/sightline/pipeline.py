@@ -20,6 +20,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
+from sightline.decode_budget import DecodeBudget, capacity_for
 from sightline.describe import DescribeOptions, describe_image
 from sightline.documents import (
     DocumentResult,
@@ -210,8 +211,9 @@ class Pipeline:
     model: VisionModel
     profiles: ProfileSet = field(default_factory=lambda: ProfileSet(profiles=(), default=Profile(name="default")))
     cache: ContentCache | None = None
-    # Decoding is the memory-hungry step: bound it separately from the network-bound model calls.
-    prepare_slots: threading.Semaphore = field(default_factory=lambda: threading.Semaphore(2))
+    # Decoding is the memory-hungry step: bounded by the bytes of pixels in flight (not by the model calls, which
+    # wait on the network), so ten images at the pixel limit never decode at once.
+    decode_budget: DecodeBudget = field(default_factory=lambda: DecodeBudget(capacity_for(2048)))
     # Page requests in flight in this instance, whatever the number of page ranges in its batch: a batch of ten
     # ranges must not put 10 × DOCUMENT_CONCURRENCY requests on the provider's rate limit at once.
     page_request_slots: threading.Semaphore = field(default_factory=lambda: threading.Semaphore(16))
@@ -471,7 +473,7 @@ class Pipeline:
             self._model(options),
             deadline=deadline,
             usage=usage,
-            prepare_slots=self.prepare_slots,
+            decode_budget=self.decode_budget,
             image_host=self.image_host,
         )
 
@@ -520,8 +522,9 @@ class Pipeline:
         return self.renderer
 
     def _render_pages(self, body: bytes, pages: range | None) -> tuple[int, list[RenderedPage], list[PageResult]]:
-        # Rendering is memory-hungry (a child process each): bounded like image decoding, by the same slots.
-        with self.prepare_slots:
+        # Rendering is memory-hungry (a child process each): it takes half the decode budget, as two renders or a
+        # render beside an image decode of the same size did under the fixed slots before.
+        with self.decode_budget.reserve(self.decode_budget.capacity // 2):
             return render_pages(self._renderer(), body, pages)
 
     def _cache_for(self, event: ObjectEvent) -> ContentCache | None:

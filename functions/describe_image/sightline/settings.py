@@ -40,6 +40,8 @@ DOCUMENT_CONCURRENCY = "DOCUMENT_CONCURRENCY"
 DOCUMENT_TEXT_ANCHOR = "DOCUMENT_TEXT_ANCHOR"  # true | false
 MODEL_IMAGE_TRANSPORT = "MODEL_IMAGE_TRANSPORT"  # base64 | url
 RENDER_MEMORY_MB = "RENDER_MEMORY_MB"
+# Set by Lambda: the function's memory, which the decode budget is a share of (the template's 2048 locally).
+FUNCTION_MEMORY_MB = "AWS_LAMBDA_FUNCTION_MEMORY_SIZE"
 RENDER_PAGE_SECONDS = "RENDER_PAGE_SECONDS"
 RENDER_DOCUMENT_SECONDS = "RENDER_DOCUMENT_SECONDS"
 # Spend control: model calls in flight, the daily budget and the provider's shared circuit breaker.
@@ -98,6 +100,7 @@ class Settings:
     document_text_anchor: bool = True
     model_image_transport: ImageTransport = "base64"
     render_memory_mb: int = 1024
+    function_memory_mb: int = 2048
     render_page_seconds: float = 15.0
     render_document_seconds: float = 90.0
     model_concurrency: int = 10
@@ -242,6 +245,7 @@ def load_settings(env: Mapping[str, str] | None = None, *, require_stack: bool =
         document_text_anchor=_flag(env, DOCUMENT_TEXT_ANCHOR, True),
         model_image_transport=transport,  # type: ignore[arg-type]
         render_memory_mb=_number(env, RENDER_MEMORY_MB, 1024, 256),
+        function_memory_mb=_number(env, FUNCTION_MEMORY_MB, 2048, 128),
         render_page_seconds=_number(env, RENDER_PAGE_SECONDS, 15.0, 1.0, float),
         render_document_seconds=_number(env, RENDER_DOCUMENT_SECONDS, 90.0, 1.0, float),
         model_concurrency=_bounded_number(env, MODEL_CONCURRENCY, 10, 1, 256),
