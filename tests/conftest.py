@@ -84,9 +84,14 @@ class Deployment:
 
 @pytest.fixture
 def deployment(aws: boto3.session.Session) -> Deployment:
+    return deploy_with_subscriber(aws)
+
+
+def deploy_with_subscriber(aws: boto3.session.Session, **parameters: str) -> Deployment:
+    """The stack from template.yaml (with these parameters) plus a queue subscribed to its results topic."""
     from devkit.stack import deploy_stack
 
-    resources = deploy_stack(aws, endpoint_url=os.environ["AWS_ENDPOINT_URL"])
+    resources = deploy_stack(aws, endpoint_url=os.environ["AWS_ENDPOINT_URL"], parameters=parameters)
     sqs = aws.client("sqs")
     notifications_url = sqs.create_queue(QueueName="notifications-subscriber")["QueueUrl"]
     notifications_arn = sqs.get_queue_attributes(QueueUrl=notifications_url, AttributeNames=["QueueArn"])["Attributes"][

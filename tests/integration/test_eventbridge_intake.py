@@ -7,7 +7,6 @@ events S3's documented shape (see emulate_documented_s3_eventbridge_events).
 from __future__ import annotations
 
 import json
-import os
 from typing import Any
 
 import boto3
@@ -15,9 +14,8 @@ import pytest
 
 import app
 from devkit.lambda_emulator import DeliveryReport, FakeLambdaContext, QueueFeeder, lambda_sqs_event, s3_notification
-from devkit.stack import deploy_stack
 from sightline.events import ObjectEvent, parse_queue_message_body
-from tests.conftest import Deployment
+from tests.conftest import Deployment, deploy_with_subscriber
 from tests.unit.images import encode, photo
 
 pytestmark = pytest.mark.integration
@@ -25,22 +23,10 @@ pytestmark = pytest.mark.integration
 ROUTES = ("S3Notifications", "EventBridge")
 
 
-def deploy(aws: boto3.session.Session, **parameters: str) -> Deployment:
-    """The stack plus a queue subscribed to the results topic (as tests/conftest.py's `deployment`)."""
-    resources = deploy_stack(aws, endpoint_url=os.environ["AWS_ENDPOINT_URL"], parameters=parameters)
-    sqs = aws.client("sqs")
-    notifications_url = sqs.create_queue(QueueName="notifications-subscriber")["QueueUrl"]
-    notifications_arn = sqs.get_queue_attributes(QueueUrl=notifications_url, AttributeNames=["QueueArn"])["Attributes"][
-        "QueueArn"
-    ]
-    aws.client("sns").subscribe(TopicArn=resources.topic_arn, Protocol="sqs", Endpoint=notifications_arn)
-    return Deployment(session=aws, resources=resources, notifications_url=notifications_url)
-
-
 @pytest.fixture(params=ROUTES)
 def deployment(aws: boto3.session.Session, request: pytest.FixtureRequest) -> Deployment:
     """Replaces tests/conftest.py's: the stack deployed with each IntakeRoute (function_env builds on this one)."""
-    return deploy(aws, IntakeRoute=request.param)
+    return deploy_with_subscriber(aws, IntakeRoute=request.param)
 
 
 def route(deployment: Deployment) -> str:
@@ -169,7 +155,7 @@ def test_one_change_delivered_through_both_routes_has_one_effect(
 
 
 def test_with_a_prefix_the_rule_forwards_only_keys_under_it(aws: boto3.session.Session) -> None:
-    deployment = deploy(aws, IntakeRoute="EventBridge", ObjectKeyPrefix="inbox/")
+    deployment = deploy_with_subscriber(aws, IntakeRoute="EventBridge", ObjectKeyPrefix="inbox/")
     for key in ("inbox/a.jpg", "elsewhere/b.jpg", "inbox/c.txt"):
         put(deployment, key, b"bytes")
     # The prefix takes the suffixes' place in the pattern (one test per field): the text file reaches the function,
