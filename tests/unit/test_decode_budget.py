@@ -134,3 +134,19 @@ def test_a_transparent_palette_png_prepares_as_before_on_white() -> None:
     centre = sent.getpixel((sent.width // 2, sent.height // 2))
     assert all(channel >= 245 for channel in corner)  # transparent → white, not black
     assert centre[0] > 150 and centre[1] < 80  # the red mark kept
+
+
+def test_preparation_holds_its_footprint_while_it_decodes_and_a_refused_header_never_waits() -> None:
+    reserved: list[int] = []
+    budget = DecodeBudget(10**12)
+
+    def reserve(footprint: int):
+        reserved.append(footprint)
+        return budget.reserve(footprint)
+
+    data = encode(Image.new("RGBA", (300, 200), (0, 0, 0, 0)), "PNG")
+    prepare_image(data, "auto", max_pixels=100_000_000, reserve=reserve)
+    assert reserved == [decode_footprint(data, "auto")] and budget.in_use == 0
+    with pytest.raises(Exception, match="not an image|HTML"):
+        prepare_image(b"<html>not an image</html>", "auto", max_pixels=100_000_000, reserve=reserve)
+    assert len(reserved) == 1

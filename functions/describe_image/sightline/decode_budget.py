@@ -2,7 +2,7 @@
 
 A batch of ten records is prepared concurrently, and one image at the pixel limit (100 MP) takes hundreds of MB
 once decoded: a fixed number of slots let two such images, or ten small ones, through alike. The budget admits
-images by their estimated footprint instead (``imaging.decode_footprint``), first come first served, so a large
+images by their estimated footprint instead (from the header: ``imaging.decode_footprint``), first come first served, so a large
 image waits for room and is never overtaken by a stream of small ones; an image larger than the whole budget runs
 alone.
 """

@@ -5,7 +5,6 @@ Used by the Lambda pipeline (behind its claims and content cache) and by ``sight
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 from dataclasses import dataclass, field, replace
@@ -21,7 +20,7 @@ from sightline.errors import (
     RepetitiveModelOutputError,
     TruncatedModelOutputError,
 )
-from sightline.imaging import decode_footprint, prepare_image
+from sightline.imaging import prepare_image
 from sightline.ports import ImageHost, ModelAnswer, ModelRequest, ModelUsage, VisionModel
 from sightline.profiles import DEFAULT_PROFILE_NAME, Profile, validate_fields
 from sightline.prompt import PROMPT_VERSION, description_request, repair_request
@@ -177,9 +176,12 @@ def describe_image(
     output_mode = None
     try:
         # Decoding is the memory-hungry step: it waits for room in the instance's decode budget.
-        footprint = decode_footprint(body, options.detail) if decode_budget else 0
-        with decode_budget.reserve(footprint) if decode_budget else contextlib.nullcontext():
-            image = prepare_image(body, options.detail, max_pixels=options.max_image_pixels)
+        image = prepare_image(
+            body,
+            options.detail,
+            max_pixels=options.max_image_pixels,
+            reserve=decode_budget.reserve if decode_budget else None,
+        )
         request = description_request(
             image,
             options.rules,

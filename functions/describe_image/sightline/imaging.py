@@ -11,8 +11,10 @@ import io
 import math
 import re
 import warnings
+from collections.abc import Callable
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
-from typing import Literal, NoReturn
+from typing import Any, Literal, NoReturn
 
 from PIL import Image, ImageChops, ImageCms, ImageFilter, UnidentifiedImageError
 from pillow_heif import register_heif_opener
@@ -317,18 +319,21 @@ _GREY_OUTPUT_MODES = ("1", "L", "LA", "La", "I;16", "I;16L", "I;16B", "I;16N", "
 def decode_footprint(data: bytes, detail: Detail) -> int:
     """About how many bytes preparing ``data`` holds at its peak, from the header alone (nothing is decoded).
 
-    The decoded pixels (a JPEG at the DCT scale its budget lets it decode at), the 8-bit image they become, and an
-    RGBA copy where tRNS transparency makes one. What the header cannot tell is counted as the bytes themselves:
-    preparation refuses such data before decoding anything.
+    What the header cannot tell is counted as the bytes themselves: preparation refuses such data before
+    decoding anything.
     """
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            img = Image.open(io.BytesIO(data), formats=ACCEPTED_FORMATS)
-            width, height, mode, source_format = img.width, img.height, img.mode, img.format or ""
-            transparency = "transparency" in img.info
+            return _footprint(Image.open(io.BytesIO(data), formats=ACCEPTED_FORMATS), detail, len(data))
     except Exception:  # the same data is refused, with its reason, by prepare_image
         return len(data)
+
+
+def _footprint(img: Image.Image, detail: Detail, data_bytes: int) -> int:
+    """The decoded pixels of an opened, not yet decoded image (a JPEG at the DCT scale its budget lets it decode
+    at), the 8-bit image they become, an RGBA copy where tRNS transparency makes one, and the bytes themselves."""
+    width, height, mode, source_format = img.width, img.height, img.mode, img.format or ""
     if source_format in ("JPEG", "MPO"):
         largest = BUDGETS["high"] if detail == "auto" else BUDGETS[detail]
         wanted_width, wanted_height = _target_size(width, height, largest)
@@ -338,8 +343,8 @@ def decode_footprint(data: bytes, detail: Detail) -> int:
     if source_format in ("AVIF", "HEIF"):
         decoded *= 2  # the decoder's own buffer beside Pillow's copy
     output = 1 if mode in _GREY_OUTPUT_MODES else 4
-    alpha_copy = 4 if transparency and mode in ("L", "RGB") else 0
-    return width * height * (decoded + output + alpha_copy) + len(data)
+    alpha_copy = 4 if "transparency" in img.info and mode in ("L", "RGB") else 0
+    return width * height * (decoded + output + alpha_copy) + data_bytes
 
 
 def _exif_orientation(img: Image.Image) -> int:
@@ -567,17 +572,28 @@ def fit_and_encode(
     return resized, jpeg, quality
 
 
-def prepare_image(data: bytes, detail: Detail, *, max_pixels: int) -> PreparedImage:
-    """Decode, orient, flatten, downscale to the detail's pixel budget and encode a JPEG under 1 MB of base64."""
+def prepare_image(
+    data: bytes, detail: Detail, *, max_pixels: int, reserve: Callable[[int], AbstractContextManager[Any]] | None = None
+) -> PreparedImage:
+    """Decode, orient, flatten, downscale to the detail's pixel budget and encode a JPEG under 1 MB of base64.
+
+    ``reserve(footprint)``, when given, is held from decoding to the encoded JPEG (the instance's decode budget):
+    the footprint comes from the header already read, and data refused from its header never waits for it.
+    """
     if not data:
         raise EmptyObjectError("the object is empty (0 bytes)")
     img = _open(data, max_pixels)
+    _check_dimensions(img.width, img.height, max_pixels)
+    if img.format in ("JPEG", "MPO") and img.info.get("progressive"):
+        _check_jpeg_scans(data)  # only progressive decoding makes a pass over the image per scan
+    with reserve(_footprint(img, detail, len(data))) if reserve else nullcontext():
+        return _prepare_opened(img, detail, max_pixels)
+
+
+def _prepare_opened(img: Image.Image, detail: Detail, max_pixels: int) -> PreparedImage:
     source_format = img.format or "UNKNOWN"
     source_mode = img.mode
     stored_width, stored_height = img.size
-    _check_dimensions(stored_width, stored_height, max_pixels)
-    if source_format in ("JPEG", "MPO") and img.info.get("progressive"):
-        _check_jpeg_scans(data)  # only progressive decoding makes a pass over the image per scan
     _decode(img, source_format, detail, max_pixels)
     orientation = _exif_orientation(img)
     icc = img.info.get("icc_profile")
