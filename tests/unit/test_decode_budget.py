@@ -11,6 +11,7 @@ import pytest
 from PIL import Image, ImageChops
 
 from sightline.decode_budget import MIB, DecodeBudget, capacity_for
+from sightline.errors import NotAnImageError
 from sightline.imaging import _flatten_on_white, _to_rgb_or_l, decode_footprint, prepare_image
 from tests.unit.images import encode, photo
 
@@ -147,6 +148,6 @@ def test_preparation_holds_its_footprint_while_it_decodes_and_a_refused_header_n
     data = encode(Image.new("RGBA", (300, 200), (0, 0, 0, 0)), "PNG")
     prepare_image(data, "auto", max_pixels=100_000_000, reserve=reserve)
     assert reserved == [decode_footprint(data, "auto")] and budget.in_use == 0
-    with pytest.raises(Exception, match="not an image|HTML"):
+    with pytest.raises(NotAnImageError, match="an HTML page, not an image"):
         prepare_image(b"<html>not an image</html>", "auto", max_pixels=100_000_000, reserve=reserve)
     assert len(reserved) == 1
